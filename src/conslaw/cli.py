@@ -1,0 +1,253 @@
+"""Command-line interface: ``conslaw count | bench | tour`` (DESIGN.md's CLI contract).
+
+``--json`` prints exactly one JSON object on stdout; progress and logs go to
+stderr. Bad input prints one line ``conslaw: error: ...`` and exits with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from . import catalog
+from .catalog.base import Architecture
+from .count import CountResult, count
+from .errors import ConslawError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+POSITIONAL = {**CONTEXT, "ignore_unknown_options": True}
+
+
+def common_options(fn):
+    """Options shared by every ``count`` form."""
+
+    @click.option("--flow", type=click.Choice(["gradient", "sign"]), default="gradient", show_default=True,
+                  help="gradient flow (eq. 4) or sign/Adam flow (eq. 12)")
+    @click.option("--fields", type=click.Choice(["reparam", "model"]), default=None,
+                  help="dphi^T a (eq. 9) or d_theta g^T w (Cor 2.5); default: reparam where the catalog has phi")
+    @click.option("--init", type=click.Choice(["gaussian", "positive"]), default="gaussian", show_default=True,
+                  help="distribution of the random theta")
+    @click.option("--seed", type=int, default=0, show_default=True, help="seed of theta and of every random draw")
+    @click.option("--theta", "theta_file", type=click.Path(dir_okay=False), default=None,
+                  help="evaluate at this theta (.npy, .json list or whitespace-separated text of D numbers)")
+    @click.option("--residual", is_flag=True, help="wrap the block in a skip connection x + g(x) (Prop 3.2)")
+    @click.option("--rtol", type=float, default=1e-8, show_default=True, help="relative rank threshold")
+    @click.option("--show-laws", is_flag=True, help="list the catalog's closed-form laws")
+    @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def load_theta(path: str | None) -> torch.Tensor | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise ConslawError(f"theta file {path!r} does not exist", "pass the path of an existing file")
+    try:
+        if p.suffix == ".npy":
+            values = np.load(p)
+        elif p.suffix == ".json":
+            values = np.asarray(json.loads(p.read_text()), dtype=float)
+        else:
+            values = np.loadtxt(p, dtype=float)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConslawError(f"cannot read theta from {path!r}: {exc}",
+                           "write D numbers as .npy, a JSON list, or whitespace-separated text") from exc
+    return torch.as_tensor(np.asarray(values, dtype=float).reshape(-1))
+
+
+def run_count(arch: Architecture, flow, fields, init, seed, theta_file, residual, rtol, show_laws, as_json):
+    if residual:
+        arch = arch.residual()
+    result = count(arch, fields=fields, flow=flow, init=init, seed=seed, theta=load_theta(theta_file),
+                   rtol=rtol, progress=not as_json and sys.stderr.isatty())
+    data = result.as_dict()
+    if show_laws:
+        laws = arch.law_set(flow)
+        data["laws"] = [] if laws is None else [
+            {"name": law.name, "formula": law.formula, "params": list(law.params)} for law in laws]
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        click.echo(format_count(result, data))
+
+
+def format_count(result: CountResult, data: dict) -> str:
+    lines = [f"{result.arch.label}   (fields: {data['fields']}, flow: {data['flow']}, "
+             f"init: {data['init']}, seed: {data['seed']})",
+             f"  parameters D                      {data['D']}"]
+    levels = "  ".join(f"{lv['level']}:+{lv['added']}" for lv in data["levels"])
+    lines.append(f"  dim Lie(W)(theta)                 {data['lie_dim']}   "
+                 f"(levels {levels}{', saturated' if data['saturated'] else ''})")
+    lines.append(f"  conservation laws (D - dim Lie)   {data['num_laws']}")
+    if data["known_laws"] is None:
+        lines.append("  catalog closed forms              none for this flow")
+    else:
+        res = data["max_law_residual"]
+        lines.append(f"  catalog closed forms              {data['known_laws']} independent"
+                     + (f"   (max residual {res:.1e})" if res is not None else ""))
+    if data["expected"] is not None:
+        lines.append(f"  paper                             {data['expected']}   ({data['expected_source']})")
+    gap = data["spectral_gap"]
+    lines.append(f"  spectral gap                      {'exact zeros' if gap is None else f'{gap:.2e}'}")
+    lines.append(f"  time                              {data['seconds']:.2f} s")
+    for law in data.get("laws", []):
+        lines.append(f"    {law['name']}:  {law['formula']}")
+    lines += [f"  note: {n}" for n in data["notes"]] + [f"  warning: {w}" for w in data["warnings"]]
+    return "\n".join(lines)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="conslaw")
+def main():
+    """conslaw: conservation laws of neural-network training (Marcotte, Gribonval, Peyre, ICML 2025)."""
+
+
+@main.group(context_settings=CONTEXT)
+def count_cmd():
+    """Count the independent conservation laws of a building block (Thm 2.11)."""
+
+
+main.add_command(count_cmd, name="count")
+
+
+@count_cmd.command("linear", context_settings=POSITIONAL)
+@click.argument("widths", nargs=-1, required=True)
+@common_options
+def count_linear(widths, **opts):
+    """Deep linear network; WIDTHS input first (W0 W1 ... Wq)."""
+    run_count(catalog.linear(*parse_ints(widths, "width")), **opts)
+
+
+@count_cmd.command("relu", context_settings=POSITIONAL)
+@click.argument("widths", nargs=-1, required=True)
+@click.option("--bias", is_flag=True, help="biases on the hidden neurons")
+@common_options
+def count_relu(widths, bias, **opts):
+    """Deep ReLU network; WIDTHS input first (W0 W1 ... Wq)."""
+    run_count(catalog.relu(*parse_ints(widths, "width"), bias=bias), **opts)
+
+
+@count_cmd.command("conv", context_settings=CONTEXT)
+@click.option("--channels", nargs=3, required=True, help="C0 C1 C2")
+@click.option("--pixels", required=True, help="P, samples per channel")
+@click.option("--filters", nargs=2, required=True, help="NV NU, taps of the first and second filters")
+@click.option("--stride", default="1", show_default=True, help="S, stride of the first convolution")
+@common_options
+def count_conv(channels, pixels, filters, stride, **opts):
+    """Two-layer circular convolutional ReLU block, eq. (16) (Thm 3.6)."""
+    run_count(catalog.conv(parse_ints(channels, "channel count"), parse_int(pixels, "pixels"),
+                           parse_ints(filters, "filter length"), parse_int(stride, "stride")), **opts)
+
+
+@count_cmd.command("attention", context_settings=CONTEXT)
+@click.option("--tokens", required=True, help="N")
+@click.option("--dim", required=True, help="E, token dimension")
+@click.option("--d1", required=True, help="D1, rows of Q, K, V, O")
+@click.option("--heads", default="1", show_default=True, help="H, heads (must divide D1)")
+@common_options
+def count_attention(tokens, dim, d1, heads, **opts):
+    """Self-attention, eq. (18) (one head, Cor 3.9) or eq. (19) (H heads, Cor 3.10)."""
+    run_count(catalog.attention(parse_int(tokens, "tokens"), parse_int(dim, "dim"), parse_int(d1, "d1"),
+                                parse_int(heads, "heads")), **opts)
+
+
+@count_cmd.command("softmax", context_settings=CONTEXT)
+@click.option("--classes", required=True, help="N")
+@click.option("--inputs", required=True, help="M")
+@common_options
+def count_softmax(classes, inputs, **opts):
+    """Softmax layer with cross-entropy, eq. (20) (Prop 3.11)."""
+    run_count(catalog.softmax(parse_int(classes, "classes"), parse_int(inputs, "inputs")), **opts)
+
+
+@count_cmd.command("resnet", context_settings=CONTEXT)
+@click.option("--dim", required=True, help="M")
+@click.option("--width", required=True, help="R")
+@click.option("--blocks", required=True, help="Q")
+@common_options
+def count_resnet(dim, width, blocks, **opts):
+    """Dense ResNet x -> x + U relu(V x), Q blocks (Sec 4.4)."""
+    run_count(catalog.resnet(parse_int(dim, "dim"), parse_int(width, "width"), parse_int(blocks, "blocks")),
+              **opts)
+
+
+def parse_int(text, what: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ConslawError(f"{what} must be an integer, got {text!r}", f"pass a whole number for {what}") from None
+
+
+def parse_ints(texts, what: str) -> list[int]:
+    return [parse_int(t, what) for t in texts]
+
+
+@main.group(context_settings=CONTEXT)
+def bench():
+    """Benchmarks against the reference implementation."""
+
+
+@bench.command("anchor-suites", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_anchor(as_json):
+    """The reference notebook's 50 linear and 50 ReLU networks: num_laws == known_laws?"""
+    from .bench import anchor_suites
+
+    result = anchor_suites(progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for name, suite in result["suites"].items():
+        click.echo(f"{name:7s} {suite['matched']}/{suite['nets']} matched in {suite['seconds']:.2f} s")
+    click.echo(f"(one-time warm-up of torch.func: {result['warmup_seconds']:.2f} s, not included)")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def tour(as_json):
+    """Count every catalog block and compare with the paper's theorems."""
+    from .tour import run_tour
+
+    rows = run_tour(progress=not as_json)
+    if as_json:
+        click.echo(json.dumps({"tour": rows, "all_pass": all(r["pass"] for r in rows)}))
+        return
+    click.echo(f"{'block':48s} {'D':>5s} {'laws':>5s} {'known':>5s} {'paper':>5s}  {'claim':34s} result")
+    for r in rows:
+        click.echo(f"{r['label']:48s} {r['D']:5d} {r['num_laws']:5d} {r['known_laws']!s:>5s} "
+                   f"{r['expected']!s:>5s}  {r['claim']:34s} {'PASS' if r['pass'] else 'FAIL'}")
+    n_pass = sum(r["pass"] for r in rows)
+    click.echo(f"{n_pass}/{len(rows)} claims reproduced")
+
+
+def run() -> None:
+    """Entry point: one-line errors with exit status 2 for bad input."""
+    try:
+        main.main(standalone_mode=False)
+    except ConslawError as exc:
+        click.echo(f"conslaw: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("conslaw: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        if exc.ctx is not None and isinstance(exc.ctx.command, click.Group) and "No such command" in exc.message:
+            choices = ", ".join(exc.ctx.command.list_commands(exc.ctx))
+            hint = f"; fix: use one of {choices}"
+        click.echo(f"conslaw: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"conslaw: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)

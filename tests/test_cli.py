@@ -1,0 +1,110 @@
+"""The CLI contract of DESIGN.md: forms, JSON keys, determinism, one-line errors with exit 2."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from conslaw.cli import run
+
+CONTRACT_KEYS = {"arch", "D", "lie_dim", "num_laws", "known_laws", "levels", "spectral_gap", "seed", "seconds"}
+
+
+@pytest.fixture(autouse=True)
+def _capture(capsys, monkeypatch):
+    global _CAPSYS, _MONKEYPATCH
+    _CAPSYS, _MONKEYPATCH = capsys, monkeypatch
+
+
+def conslaw(*args):
+    """Run the CLI in-process (as the ``conslaw`` entry point does); returncode, stdout, stderr."""
+    _MONKEYPATCH.setattr(sys, "argv", ["conslaw", *args])
+    _CAPSYS.readouterr()
+    code = 0
+    try:
+        run()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = _CAPSYS.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
+def test_entry_point_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "conslaw", "count", "linear", "1", "x"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("conslaw: error: width must be an integer")
+
+
+def count_json(*args):
+    proc = conslaw("count", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("args, arch, laws", [
+    (["linear", "3", "4", "2"], "linear", 10),
+    (["relu", "3", "4", "2", "--bias"], "relu", 4),
+    (["conv", "--channels", "2", "3", "2", "--pixels", "6", "--filters", "3", "2", "--stride", "2"], "conv", 3),
+    (["attention", "--tokens", "3", "--dim", "2", "--d1", "2", "--fields", "model"], "attention", 6),
+    (["attention", "--tokens", "3", "--dim", "4", "--d1", "4", "--heads", "2"], "attention", 12),
+    (["softmax", "--classes", "3", "--inputs", "4"], "softmax", 4),
+    (["resnet", "--dim", "3", "--width", "2", "--blocks", "2"], "resnet", 4),
+    (["linear", "1", "1", "1", "--flow", "sign"], "linear", 1),
+])
+def test_every_count_form_gives_the_contract_keys_and_the_paper_count(args, arch, laws):
+    data = count_json(*args)
+    assert CONTRACT_KEYS <= set(data)
+    assert data["arch"] == arch and data["num_laws"] == laws == data["D"] - data["lie_dim"]
+
+
+def test_same_seed_same_json_except_timings():
+    a = count_json("attention", "--tokens", "3", "--dim", "2", "--d1", "2", "--seed", "5")
+    b = count_json("attention", "--tokens", "3", "--dim", "2", "--d1", "2", "--seed", "5")
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b and a["seed"] == 5
+
+
+def test_one_json_object_on_stdout():
+    proc = conslaw("count", "relu", "2", "3", "2", "--json", "--show-laws")
+    data = json.loads(proc.stdout)
+    assert len(data["laws"]) == 3 and data["laws"][0]["formula"] == "|W2[:,0]|^2 - |W1[0,:]|^2"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["count", "linear", "3", "0", "2"], "must be >= 1"),
+    (["count", "linear", "3", "2.5", "2"], "must be an integer"),
+    (["count", "relu", "3", "-1", "2"], "must be >= 1"),
+    (["count", "attention", "--tokens", "3", "--dim", "2", "--d1", "3", "--heads", "2"], "do not divide"),
+    (["count", "conv", "--channels", "1", "2", "1", "--pixels", "4", "--filters", "5", "2"], "longer than"),
+    (["count", "transformer", "3"], "use one of attention, conv, linear, relu, resnet, softmax"),
+    (["count", "softmax", "--classes", "3", "--inputs", "2", "--fields", "reparam"], "use --fields model"),
+    (["count", "linear", "3"], "at least two widths"),
+])
+def test_bad_input_gives_one_line_exit_2_no_traceback(args, words):
+    proc = conslaw(*args)
+    assert proc.returncode == 2
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_nan_theta_is_refused(tmp_path):
+    path = tmp_path / "theta.json"
+    path.write_text("[1.0, NaN]")
+    proc = conslaw("count", "linear", "1", "1", "1", "--theta", str(path))
+    assert proc.returncode == 2 and "non-finite" in proc.stderr and "W2[0,0]" in proc.stderr
+
+
+def test_given_theta_is_used(tmp_path):
+    # (u, v) = (1, 1): balanced, still one law |u|^2 - |v|^2
+    path = tmp_path / "theta.txt"
+    path.write_text("1.0 1.0")
+    data = count_json("linear", "1", "1", "1", "--theta", str(path))
+    assert data["num_laws"] == 1 and data["D"] == 2
+
+
+def test_tour_reproduces_every_claim():
+    proc = conslaw("tour", "--json")
+    data = json.loads(proc.stdout)
+    assert data["all_pass"] and len(data["tour"]) == 15

@@ -107,4 +107,24 @@ def test_given_theta_is_used(tmp_path):
 def test_tour_reproduces_every_claim():
     proc = conslaw("tour", "--json")
     data = json.loads(proc.stdout)
-    assert data["all_pass"] and len(data["tour"]) == 15
+    assert data["all_pass"] and len(data["tour"]) == 16
+
+
+def test_discover_gives_the_contract_keys_and_the_laws():
+    proc = conslaw("discover", "relu", "3", "2", "2", "--bias", "--degree", "2", "--json")
+    data = json.loads(proc.stdout)
+    assert {"D", "degree", "num_laws", "lie_laws", "complete", "laws"} <= set(data)
+    assert data["num_laws"] == data["lie_laws"] == 2 and data["complete"] is True
+    assert data["laws"][0]["formula"] == "|W1[0,:]|^2 + b1[0]^2 - |W2[:,0]|^2"
+    assert data["laws"][0]["latex"].startswith("W1_{0,0}^{2} + W1_{0,1}^{2}")
+
+
+def test_discover_reports_an_incomplete_certificate():
+    proc = conslaw("discover", "resnet", "--dim", "1", "--width", "1", "--blocks", "2", "--degree", "2",
+                   "--init", "positive")
+    assert proc.returncode == 0 and "incomplete: 2 polynomial laws" in proc.stdout
+
+
+def test_discover_refuses_a_too_large_system():
+    proc = conslaw("discover", "linear", "30", "30", "30", "--degree", "3")
+    assert proc.returncode == 2 and "GiB" in proc.stderr and "fix:" in proc.stderr

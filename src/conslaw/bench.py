@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .catalog import linear, relu
@@ -53,6 +54,50 @@ def anchor_suite(kind: str, nets: int = 50, seed: int = 0) -> list[SuiteNet]:
             rng.rand(weights + (sum(dims[1:-1]) if bias else 0))  # dim_trace_lie_algebra's point
             suite.append(SuiteNet("relu", dims[::-1], bias))
     return suite
+
+
+def degree2_suite(kind: str, nets: int = 10, seed: int = 0) -> list[SuiteNet]:
+    """The notebook's 10-network degree-2 suites (parts C and D, ``solve(2, ...)``).
+
+    depth = randint(2, 4), widths = randint(2, 5); no bias. Side draws: linear
+    rand(D) twice (known-law count, then the rank point of ``solve``), ReLU once.
+    """
+    rng = np.random.RandomState(seed)
+    suite = []
+    for _ in range(nets):
+        depth = rng.randint(2, 4)
+        dims = [int(rng.randint(2, 5)) for _ in range(depth + 1)]
+        weights = sum(a * b for a, b in itertools.pairwise(dims))
+        for _ in range(2 if kind == "linear" else 1):
+            rng.rand(weights)
+        suite.append(SuiteNet(kind, dims[::-1], False))
+    return suite
+
+
+def run_discover_suite(kind: str, seed: int = 0, progress: bool = False) -> dict:
+    """Degree-2 homogeneous discovery on the 10-network suite; matched = laws found == known count."""
+    from .discover import discover
+
+    start = time.perf_counter()
+    rows = []
+    for i, net in enumerate(tqdm(degree2_suite(kind), desc=kind, disable=not progress, leave=False)):
+        arch = linear(*net.widths) if kind == "linear" else relu(*net.widths)
+        theta = arch.space.sample(generator=torch.Generator().manual_seed(seed + i))
+        known = arch.law_set().rank(theta).rank
+        found = discover(arch.fields(), 2, homogeneous=True, seed=seed + i, certify=False)
+        rows.append({"widths": net.widths, "D": arch.space.D, "num_laws": found.num_laws, "known_laws": known,
+                     "matched": found.num_laws == known})
+    return {"nets": len(rows), "matched": sum(r["matched"] for r in rows),
+            "seconds": time.perf_counter() - start, "networks": rows}
+
+
+def discover_suites(progress: bool = False) -> dict:
+    """Both degree-2 suites, timed after the one-time warm-up."""
+    start = time.perf_counter()
+    count(linear(2, 2, 2))
+    warmup = time.perf_counter() - start
+    return {"suites": {k: run_discover_suite(k, progress=progress) for k in ("linear", "relu")},
+            "warmup_seconds": warmup}
 
 
 def run_suite(kind: str, nets: int = 50, seed: int = 0, progress: bool = False) -> dict:

@@ -66,22 +66,6 @@ def load_theta(path: str | None) -> torch.Tensor | None:
     return torch.as_tensor(np.asarray(values, dtype=float).reshape(-1))
 
 
-def run_count(arch: Architecture, flow, fields, init, seed, theta_file, residual, rtol, show_laws, as_json):
-    if residual:
-        arch = arch.residual()
-    result = count(arch, fields=fields, flow=flow, init=init, seed=seed, theta=load_theta(theta_file),
-                   rtol=rtol, progress=not as_json and sys.stderr.isatty())
-    data = result.as_dict()
-    if show_laws:
-        laws = arch.law_set(flow)
-        data["laws"] = [] if laws is None else [
-            {"name": law.name, "formula": law.formula, "params": list(law.params)} for law in laws]
-    if as_json:
-        click.echo(json.dumps(data))
-    else:
-        click.echo(format_count(result, data))
-
-
 def format_count(result: CountResult, data: dict) -> str:
     lines = [f"{result.arch.label}   (fields: {data['fields']}, flow: {data['flow']}, "
              f"init: {data['init']}, seed: {data['seed']})",
@@ -121,65 +105,120 @@ def count_cmd():
 main.add_command(count_cmd, name="count")
 
 
-@count_cmd.command("linear", context_settings=POSITIONAL)
-@click.argument("widths", nargs=-1, required=True)
-@common_options
-def count_linear(widths, **opts):
-    """Deep linear network; WIDTHS input first (W0 W1 ... Wq)."""
-    run_count(catalog.linear(*parse_ints(widths, "width")), **opts)
+ARCH_SPECS = {
+    "linear": (
+        "Deep linear network; WIDTHS input first (W0 W1 ... Wq).",
+        [click.argument("widths", nargs=-1, required=True)],
+        lambda o: catalog.linear(*parse_ints(o.pop("widths"), "width"))),
+    "relu": (
+        "Deep ReLU network; WIDTHS input first (W0 W1 ... Wq).",
+        [click.argument("widths", nargs=-1, required=True),
+         click.option("--bias", is_flag=True, help="biases on the hidden neurons")],
+        lambda o: catalog.relu(*parse_ints(o.pop("widths"), "width"), bias=o.pop("bias"))),
+    "conv": (
+        "Two-layer circular convolutional ReLU block, eq. (16) (Thm 3.6).",
+        [click.option("--channels", nargs=3, required=True, help="C0 C1 C2"),
+         click.option("--pixels", required=True, help="P, samples per channel"),
+         click.option("--filters", nargs=2, required=True, help="NV NU, taps of the first and second filters"),
+         click.option("--stride", default="1", show_default=True, help="S, stride of the first convolution")],
+        lambda o: catalog.conv(parse_ints(o.pop("channels"), "channel count"), parse_int(o.pop("pixels"), "pixels"),
+                               parse_ints(o.pop("filters"), "filter length"), parse_int(o.pop("stride"), "stride"))),
+    "attention": (
+        "Self-attention, eq. (18) (one head, Cor 3.9) or eq. (19) (H heads, Cor 3.10).",
+        [click.option("--tokens", required=True, help="N"),
+         click.option("--dim", required=True, help="E, token dimension"),
+         click.option("--d1", required=True, help="D1, rows of Q, K, V, O"),
+         click.option("--heads", default="1", show_default=True, help="H, heads (must divide D1)")],
+        lambda o: catalog.attention(parse_int(o.pop("tokens"), "tokens"), parse_int(o.pop("dim"), "dim"),
+                                    parse_int(o.pop("d1"), "d1"), parse_int(o.pop("heads"), "heads"))),
+    "softmax": (
+        "Softmax layer with cross-entropy, eq. (20) (Prop 3.11).",
+        [click.option("--classes", required=True, help="N"), click.option("--inputs", required=True, help="M")],
+        lambda o: catalog.softmax(parse_int(o.pop("classes"), "classes"), parse_int(o.pop("inputs"), "inputs"))),
+    "resnet": (
+        "Dense ResNet x -> x + U relu(V x), Q blocks (Sec 4.4).",
+        [click.option("--dim", required=True, help="M"), click.option("--width", required=True, help="R"),
+         click.option("--blocks", required=True, help="Q")],
+        lambda o: catalog.resnet(parse_int(o.pop("dim"), "dim"), parse_int(o.pop("width"), "width"),
+                                 parse_int(o.pop("blocks"), "blocks"))),
+}
 
 
-@count_cmd.command("relu", context_settings=POSITIONAL)
-@click.argument("widths", nargs=-1, required=True)
-@click.option("--bias", is_flag=True, help="biases on the hidden neurons")
-@common_options
-def count_relu(widths, bias, **opts):
-    """Deep ReLU network; WIDTHS input first (W0 W1 ... Wq)."""
-    run_count(catalog.relu(*parse_ints(widths, "width"), bias=bias), **opts)
+def register_arch_commands(group: click.Group, options, action) -> None:
+    """One subcommand per catalog family under ``group``; ``action(arch, **options)`` runs it."""
+    for name, (doc, params, build) in ARCH_SPECS.items():
+
+        def command(_build=build, **opts):
+            arch = _build(opts)
+            if opts.pop("residual", False):
+                arch = arch.residual()
+            action(arch, **opts)
+
+        command.__doc__ = doc
+        for decorator in reversed(params):
+            command = decorator(command)
+        command = options(command)
+        settings = POSITIONAL if name in ("linear", "relu") else CONTEXT
+        group.command(name, context_settings=settings)(command)
 
 
-@count_cmd.command("conv", context_settings=CONTEXT)
-@click.option("--channels", nargs=3, required=True, help="C0 C1 C2")
-@click.option("--pixels", required=True, help="P, samples per channel")
-@click.option("--filters", nargs=2, required=True, help="NV NU, taps of the first and second filters")
-@click.option("--stride", default="1", show_default=True, help="S, stride of the first convolution")
-@common_options
-def count_conv(channels, pixels, filters, stride, **opts):
-    """Two-layer circular convolutional ReLU block, eq. (16) (Thm 3.6)."""
-    run_count(catalog.conv(parse_ints(channels, "channel count"), parse_int(pixels, "pixels"),
-                           parse_ints(filters, "filter length"), parse_int(stride, "stride")), **opts)
+def run_count(arch: Architecture, flow, fields, init, seed, theta_file, rtol, show_laws, as_json):
+    result = count(arch, fields=fields, flow=flow, init=init, seed=seed, theta=load_theta(theta_file),
+                   rtol=rtol, progress=not as_json and sys.stderr.isatty())
+    data = result.as_dict()
+    if show_laws:
+        laws = arch.law_set(flow)
+        data["laws"] = [] if laws is None else [
+            {"name": law.name, "formula": law.formula, "params": list(law.params)} for law in laws]
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        click.echo(format_count(result, data))
 
 
-@count_cmd.command("attention", context_settings=CONTEXT)
-@click.option("--tokens", required=True, help="N")
-@click.option("--dim", required=True, help="E, token dimension")
-@click.option("--d1", required=True, help="D1, rows of Q, K, V, O")
-@click.option("--heads", default="1", show_default=True, help="H, heads (must divide D1)")
-@common_options
-def count_attention(tokens, dim, d1, heads, **opts):
-    """Self-attention, eq. (18) (one head, Cor 3.9) or eq. (19) (H heads, Cor 3.10)."""
-    run_count(catalog.attention(parse_int(tokens, "tokens"), parse_int(dim, "dim"), parse_int(d1, "d1"),
-                                parse_int(heads, "heads")), **opts)
+register_arch_commands(count_cmd, common_options, run_count)
 
 
-@count_cmd.command("softmax", context_settings=CONTEXT)
-@click.option("--classes", required=True, help="N")
-@click.option("--inputs", required=True, help="M")
-@common_options
-def count_softmax(classes, inputs, **opts):
-    """Softmax layer with cross-entropy, eq. (20) (Prop 3.11)."""
-    run_count(catalog.softmax(parse_int(classes, "classes"), parse_int(inputs, "inputs")), **opts)
+@main.group(context_settings=CONTEXT)
+def discover():
+    """Find the polynomial conservation laws of a block, with a completeness certificate."""
 
 
-@count_cmd.command("resnet", context_settings=CONTEXT)
-@click.option("--dim", required=True, help="M")
-@click.option("--width", required=True, help="R")
-@click.option("--blocks", required=True, help="Q")
-@common_options
-def count_resnet(dim, width, blocks, **opts):
-    """Dense ResNet x -> x + U relu(V x), Q blocks (Sec 4.4)."""
-    run_count(catalog.resnet(parse_int(dim, "dim"), parse_int(width, "width"), parse_int(blocks, "blocks")),
-              **opts)
+def discover_options(fn):
+    @click.option("--degree", required=True, help="maximal degree K of the polynomial laws")
+    @click.option("--homogeneous", is_flag=True, help="only homogeneous polynomials of degree K")
+    @click.option("--fields", type=click.Choice(["reparam", "model"]), default=None,
+                  help="field source; default: reparam where the catalog has phi")
+    @click.option("--init", type=click.Choice(["gaussian", "positive"]), default="gaussian", show_default=True,
+                  help="distribution of the sampled theta")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--residual", is_flag=True, help="wrap the block in a skip connection x + g(x)")
+    @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def run_discover(arch: Architecture, degree, homogeneous, fields, init, seed, as_json):
+    from .discover import discover as find
+
+    result = find(arch.fields(fields), parse_int(degree, "degree"), homogeneous=homogeneous, init=init, seed=seed)
+    data = {"arch": arch.name, "label": arch.label, **result.as_dict()}
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+        return
+    click.echo(f"{arch.label}   (degree <= {data['degree']}{', homogeneous' if homogeneous else ''}, "
+               f"D = {data['D']}, seed {seed})")
+    for k, law in enumerate(data["laws"]):
+        click.echo(f"  h{k} = {law['formula']}")
+    click.echo(f"  {data['certificate']}")
+    for note in data["notes"]:
+        click.echo(f"  note: {note}")
+
+
+register_arch_commands(discover, discover_options, run_discover)
 
 
 def parse_int(text, what: str) -> int:
@@ -205,6 +244,21 @@ def bench_anchor(as_json):
     from .bench import anchor_suites
 
     result = anchor_suites(progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for name, suite in result["suites"].items():
+        click.echo(f"{name:7s} {suite['matched']}/{suite['nets']} matched in {suite['seconds']:.2f} s")
+    click.echo(f"(one-time warm-up of torch.func: {result['warmup_seconds']:.2f} s, not included)")
+
+
+@bench.command("discover-suites", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_discover(as_json):
+    """The reference notebook's two 10-network degree-2 suites: laws found == known laws?"""
+    from .bench import discover_suites
+
+    result = discover_suites(progress=not as_json)
     if as_json:
         click.echo(json.dumps(result))
         return

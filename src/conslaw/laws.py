@@ -31,6 +31,7 @@ class Law:
     value_fn: Callable[[torch.Tensor], torch.Tensor]
     grad_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     kind: str = "closed-form"
+    latex: str = ""
 
     def value(self, theta: torch.Tensor) -> torch.Tensor:
         return self.value_fn(theta)

@@ -1,0 +1,291 @@
+"""Find polynomial conservation laws numerically, in the model's own names.
+
+The predecessor paper's method (Marcotte et al. 2023, Sec 2.4): a polynomial
+P(theta) = sum_alpha c_alpha theta^alpha of degree <= k is conserved iff
+<grad P(theta), chi(theta)> = 0 for every field chi and every theta (Prop 2.3).
+Each sampled pair (theta_j, chi_j) gives one equation, linear in the
+coefficients c:
+
+    sum_alpha c_alpha <grad theta^alpha (theta_j), chi_j(theta_j)> = 0.
+
+With more equations than unknowns, the null space of this system (SVD,
+float64) is the space of polynomial laws of degree <= k. Its basis is put in
+reduced row echelon form (unique for the monomial order) and made sparse
+greedily (one law per neuron rather than sums of them), coefficients are
+snapped to small rationals when they are, and each law is written in
+parameter names (:mod:`conslaw.formula`). The certificate compares the number
+of independent laws found at a random theta with the Lie count
+D - dim Lie(W)(theta) (Thm 2.11): equal means these laws are all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from .errors import ConslawError
+from .fields import FieldSource
+from .formula import compact_formula, latex_formula
+from .laws import Law, LawSet, QuadraticLaw
+from .lie import LieResult, lie_trace_dimension
+from .rank import DEFAULT_RTOL, numerical_rank
+
+#: refuse equation systems larger than this (bytes of the float64 matrix)
+MAX_SYSTEM_BYTES = 4 * 2**30
+
+
+def monomials(D: int, degree: int, homogeneous: bool = False) -> torch.Tensor:
+    """Exponent multisets as index tuples (M, degree), padded with D (the constant 1).
+
+    Order: by degree, then lexicographic in the coordinates (parameter order).
+    """
+    rows = []
+    for k in range(degree if homogeneous else 1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(D), k):
+            rows.append(list(combo) + [D] * (degree - k))
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, degree)
+
+
+def monomial_count(D: int, degree: int, homogeneous: bool = False) -> int:
+    if homogeneous:
+        return math.comb(D + degree - 1, degree)
+    return math.comb(D + degree, degree) - 1
+
+
+def directional_derivatives(theta: torch.Tensor, chi: torch.Tensor, mono: torch.Tensor) -> torch.Tensor:
+    """<grad theta^alpha, chi> for every monomial alpha (rows of ``mono``).
+
+    theta, chi: (n, D) batches (or single vectors); result (n, M) (or (M,)).
+    d/dt prod_p theta_{i_p} along chi = sum_p chi_{i_p} prod_{q != p} theta_{i_q},
+    with theta_D = 1 and chi_D = 0 for the padding.
+    """
+    single = theta.dim() == 1
+    theta, chi = theta.reshape(-1, theta.shape[-1]), chi.reshape(-1, chi.shape[-1])
+    t = torch.cat([theta, theta.new_ones(theta.shape[0], 1)], dim=1)[:, mono]  # (n, M, k)
+    c = torch.cat([chi, chi.new_zeros(chi.shape[0], 1)], dim=1)[:, mono]
+    total = torch.zeros(theta.shape[0], mono.shape[0], dtype=theta.dtype)
+    for p in range(mono.shape[1]):
+        others = torch.cat([t[:, :, :p], t[:, :, p + 1:]], dim=2).prod(dim=2)
+        total = total + c[:, :, p] * others
+    return total[0] if single else total
+
+
+def sample_equations(source: FieldSource, mono: torch.Tensor, n: int, init: str,
+                     generator: torch.Generator, batch: int = 256) -> torch.Tensor:
+    """n equations, each from a fresh random theta and a fresh random field; unit rows, zero rows dropped."""
+    out = []
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        thetas = torch.stack([source.space.sample(init, generator) for _ in range(m)])
+        chis = vmap(source.field)(thetas, source.sample(m, generator))
+        rows = directional_derivatives(thetas, chis, mono)
+        norms = rows.norm(dim=1, keepdim=True)
+        keep = norms.squeeze(1) > 0
+        out.append(rows[keep] / norms[keep])
+    return torch.cat(out)
+
+
+def reduced_row_echelon(basis: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Canonical RREF of the row space of ``basis`` (q x M), pivots in column order."""
+    a = basis.copy()
+    q, m = a.shape
+    row = 0
+    for col in range(m):
+        if row == q:
+            break
+        pivot = row + int(np.argmax(np.abs(a[row:, col])))
+        if abs(a[pivot, col]) < tol * max(1.0, np.abs(a).max()):
+            continue
+        a[[row, pivot]] = a[[pivot, row]]
+        a[row] /= a[row, col]
+        others = [r for r in range(q) if r != row]
+        a[others] -= np.outer(a[others, col], a[row])
+        row += 1
+    return a[:row]
+
+
+def sparsify(rows: np.ndarray, tol: float = 1e-10, max_passes: int = 20) -> np.ndarray:
+    """Greedy sparsest basis: replace a row by row - a * other whenever that has fewer terms.
+
+    Starting from the RREF, this turns sums of laws (as the echelon form can
+    give) back into the individual laws, e.g. one law per neuron.
+    """
+    rows = rows.copy()
+    for _ in range(max_passes):
+        changed = False
+        for i in range(len(rows)):
+            for j in range(len(rows)):
+                if i == j:
+                    continue
+                nnz = np.count_nonzero(np.abs(rows[i]) > tol)
+                shared = np.flatnonzero((np.abs(rows[i]) > tol) & (np.abs(rows[j]) > tol))
+                for c in shared:
+                    candidate = rows[i] - rows[i, c] / rows[j, c] * rows[j]
+                    candidate[np.abs(candidate) <= tol] = 0.0
+                    if np.count_nonzero(candidate) < nnz:
+                        rows[i], nnz, changed = candidate, np.count_nonzero(candidate), True
+                        break
+        if not changed:
+            break
+    for i in range(len(rows)):  # first term positive with coefficient 1, as in the echelon form
+        lead = np.flatnonzero(np.abs(rows[i]) > tol)
+        if lead.size:
+            rows[i] /= rows[i, lead[0]]
+    return rows
+
+
+def snap(value: float, max_denominator: int = 12, tol: float = 1e-8) -> float | Fraction:
+    """A small rational when ``value`` is one (to ``tol``), else the float."""
+    frac = Fraction(value).limit_denominator(max_denominator)
+    return frac if abs(float(frac) - value) < tol else value
+
+
+@dataclass
+class Discovery:
+    """Polynomial laws found, with the completeness certificate."""
+
+    D: int
+    degree: int
+    homogeneous: bool
+    laws: LawSet
+    coefficients: list[dict[tuple[int, ...], float | Fraction]]
+    lie: LieResult | None
+    rank_at_theta: int
+    equations: int
+    unknowns: int
+    null_gap: float | None
+    seconds: float
+    seed: int
+    notes: list[str] = field(default_factory=list)
+    basis_size: int = 0
+
+    @property
+    def num_laws(self) -> int:
+        """Independent polynomial laws found (rank of their gradients at a random theta)."""
+        return self.rank_at_theta
+
+    @property
+    def lie_laws(self) -> int | None:
+        return None if self.lie is None else self.lie.num_laws
+
+    @property
+    def complete(self) -> bool | None:
+        return None if self.lie is None else self.num_laws == self.lie_laws
+
+    def as_dict(self) -> dict:
+        """The JSON object of ``conslaw discover --json`` (DESIGN.md's CLI contract)."""
+        return {
+            "D": self.D, "degree": self.degree, "homogeneous": self.homogeneous,
+            "num_laws": self.num_laws, "lie_laws": self.lie_laws, "complete": self.complete,
+            "polynomial_basis_size": self.basis_size, "equations": self.equations, "unknowns": self.unknowns,
+            "null_space_gap": self.null_gap, "seed": self.seed, "seconds": self.seconds,
+            "certificate": self.certificate(),
+            "laws": [{"name": law.name, "formula": law.formula, "latex": law.latex, "params": list(law.params)}
+                     for law in self.laws],
+            "notes": self.notes,
+        }
+
+    def certificate(self) -> str:
+        if self.lie is None:
+            return "not computed"
+        if self.complete:
+            return (f"complete: {self.num_laws} independent polynomial laws of degree <= {self.degree} "
+                    f"= D - dim Lie = {self.lie_laws}")
+        if self.num_laws < self.lie_laws:
+            return (f"incomplete: {self.num_laws} polynomial laws of degree <= {self.degree} but "
+                    f"D - dim Lie = {self.lie_laws}: {self.lie_laws - self.num_laws} more law(s) of higher "
+                    "degree or not polynomial exist")
+        return (f"inconsistent: {self.num_laws} laws found but D - dim Lie = {self.lie_laws}; "
+                "increase the sampling or check the rank gaps")
+
+
+def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False, init: str = "gaussian",
+             seed: int = 0, margin: int = 32, rtol: float = DEFAULT_RTOL, certify: bool = True,
+             max_rounds: int = 8) -> Discovery:
+    """All polynomial laws of degree <= ``degree`` of the fields of ``source``.
+
+    Every equation uses a fresh random theta and a fresh random field, so the
+    equations span the annihilator with probability one; equations are drawn
+    in rounds until at least ``margin`` nonzero ones are redundant (fields
+    that vanish at some theta, as ReLU fields do, give empty equations).
+    """
+    start = time.perf_counter()
+    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
+        raise ConslawError(f"degree must be an integer >= 1, got {degree!r}", "use --degree 2 for quadratic laws")
+    space = source.space
+    D = space.D
+    unknowns = monomial_count(D, degree, homogeneous)
+    size = (unknowns + margin) * unknowns * 8
+    if size > MAX_SYSTEM_BYTES:
+        raise ConslawError(f"degree {degree} in D = {D} variables has {unknowns:,} monomials: the equation "
+                           f"system would take {size / 2**30:.1f} GiB (limit {MAX_SYSTEM_BYTES / 2**30:.0f} GiB)",
+                           "lower the degree, use --homogeneous, or restrict to a block")
+    mono = monomials(D, degree, homogeneous)
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.zeros(0, unknowns, dtype=torch.float64)
+    for _ in range(max_rounds):
+        rows = torch.cat([rows, sample_equations(source, mono, unknowns + margin, init, gen)])
+        sv = torch.linalg.svdvals(rows) if rows.shape[0] else torch.zeros(0)
+        rank = int((sv > rtol * sv[0]).sum()) if sv.numel() else 0
+        if rows.shape[0] - rank >= margin or rank == unknowns:
+            break
+    _, sv, vh = torch.linalg.svd(rows, full_matrices=True)
+    null = vh[rank:].numpy()
+    gap = float(sv[rank - 1] / sv[rank]) if 0 < rank < sv.numel() else None
+    echelon = sparsify(reduced_row_echelon(null)) if null.shape[0] else np.zeros((0, unknowns))
+    mono_list = [tuple(int(i) for i in m if i < D) for m in mono.tolist()]
+    order = sorted(range(len(echelon)), key=lambda k: max(len(mono_list[j]) for j in np.flatnonzero(
+        np.abs(echelon[k]) > 1e-10)))
+    thetas = [space.sample(init, torch.Generator().manual_seed(seed + 1 + k)) for k in range(2)]
+    coefficients, laws, grads = [], [], [torch.zeros(0, D, dtype=torch.float64) for _ in thetas]
+    for k in order:
+        row = echelon[k]
+        coef = {mono_list[j]: snap(float(row[j])) for j in np.flatnonzero(np.abs(row) > 1e-10)}
+        law = polynomial_law(space, coef, len(laws))
+        # keep a law only if it is functionally independent of those kept (Def. 2.10)
+        new = [torch.cat([g, law.grad(t).unsqueeze(0)]) for g, t in zip(grads, thetas, strict=True)]
+        if all(numerical_rank(n, rtol).rank == n.shape[0] for n in new):
+            grads = new
+            laws.append(law)
+            coefficients.append(coef)
+    lie = lie_trace_dimension(source, thetas[0], seed=seed) if certify else None
+    notes = []
+    if len(echelon) > len(laws):
+        notes.append(f"the polynomial laws of degree <= {degree} span a space of dimension {len(echelon)}; "
+                     f"{len(laws)} of them are functionally independent (the others are products and "
+                     "combinations of these)")
+    return Discovery(D=D, degree=degree, homogeneous=homogeneous, laws=LawSet(space, laws),
+                     coefficients=coefficients, lie=lie, rank_at_theta=len(laws), equations=rows.shape[0],
+                     unknowns=unknowns, null_gap=gap, seconds=time.perf_counter() - start, seed=seed,
+                     notes=notes, basis_size=len(echelon))
+
+
+def polynomial_law(space, coef: dict[tuple[int, ...], float | Fraction], index: int) -> Law:
+    """A Law from {monomial (coordinate tuple): coefficient}; quadratic ones get closed-form gradients."""
+    formula = compact_formula(space, coef)
+    latex = latex_formula(space, coef)
+    params = tuple(sorted({space.coordinate_name(i).split("[")[0] for m in coef for i in m},
+                          key=space.names.index))
+    if all(len(m) <= 2 for m in coef):
+        law = QuadraticLaw.build(f"law {index}", formula, params,
+                                 quad=[(m[0], m[1], float(c)) for m, c in coef.items() if len(m) == 2],
+                                 lin=[(m[0], float(c)) for m, c in coef.items() if len(m) == 1])
+        law.kind = "discovered"
+    else:
+        terms = [(torch.tensor(m, dtype=torch.long), float(c)) for m, c in coef.items()]
+
+        def value(theta: torch.Tensor) -> torch.Tensor:
+            return sum(c * theta[m].prod() for m, c in terms)
+
+        law = Law(name=f"law {index}", formula=formula, params=params, value_fn=value, kind="discovered")
+    law.latex = latex
+    return law
+
+

@@ -78,7 +78,7 @@ def test_one_json_object_on_stdout():
     (["count", "relu", "3", "-1", "2"], "must be >= 1"),
     (["count", "attention", "--tokens", "3", "--dim", "2", "--d1", "3", "--heads", "2"], "do not divide"),
     (["count", "conv", "--channels", "1", "2", "1", "--pixels", "4", "--filters", "5", "2"], "longer than"),
-    (["count", "transformer", "3"], "use one of attention, conv, linear, relu, resnet, softmax"),
+    (["count", "lstm", "3"], "use one of attention, conv, linear, relu, resnet, softmax, transformer"),
     (["count", "softmax", "--classes", "3", "--inputs", "2", "--fields", "reparam"], "use --fields model"),
     (["count", "linear", "3"], "at least two widths"),
 ])
@@ -107,7 +107,12 @@ def test_given_theta_is_used(tmp_path):
 def test_tour_reproduces_every_claim():
     proc = conslaw("tour", "--json")
     data = json.loads(proc.stdout)
-    assert data["all_pass"] and len(data["tour"]) == 16
+    assert data["all_pass"] and len(data["tour"]) == 19
+
+
+def test_count_block_option():
+    data = count_json("resnet", "--dim", "3", "--width", "2", "--blocks", "3", "--block", "V2,U1")
+    assert data["num_laws"] == 0 and data["block"] == ["U1", "V2"] and data["D"] == 12 and data["network_D"] == 36
 
 
 def test_discover_gives_the_contract_keys_and_the_laws():

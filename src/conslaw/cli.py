@@ -37,6 +37,8 @@ def common_options(fn):
     @click.option("--theta", "theta_file", type=click.Path(dir_okay=False), default=None,
                   help="evaluate at this theta (.npy, .json list or whitespace-separated text of D numbers)")
     @click.option("--residual", is_flag=True, help="wrap the block in a skip connection x + g(x) (Prop 3.2)")
+    @click.option("--block", default=None,
+                  help="comma-separated parameter names: count the laws depending on these only (Prop 4.3)")
     @click.option("--rtol", type=float, default=1e-8, show_default=True, help="relative rank threshold")
     @click.option("--show-laws", is_flag=True, help="list the catalog's closed-form laws")
     @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
@@ -141,6 +143,15 @@ ARCH_SPECS = {
          click.option("--blocks", required=True, help="Q")],
         lambda o: catalog.resnet(parse_int(o.pop("dim"), "dim"), parse_int(o.pop("width"), "width"),
                                  parse_int(o.pop("blocks"), "blocks"))),
+    "transformer": (
+        "Transformer of Ex 4.2: attention (eq. 23) and MLP (eq. 22) residual blocks, no normalization.",
+        [click.option("--tokens", required=True, help="N"), click.option("--dim", required=True, help="E"),
+         click.option("--d1", required=True, help="D1, rows of Q, K, V, O"),
+         click.option("--hidden", required=True, help="R, hidden width of the MLP blocks"),
+         click.option("--layers", default="1", show_default=True, help="attention + MLP pairs")],
+        lambda o: catalog.transformer(parse_int(o.pop("tokens"), "tokens"), parse_int(o.pop("dim"), "dim"),
+                                      parse_int(o.pop("d1"), "d1"), parse_int(o.pop("hidden"), "hidden"),
+                                      parse_int(o.pop("layers"), "layers"))),
 }
 
 
@@ -162,9 +173,13 @@ def register_arch_commands(group: click.Group, options, action) -> None:
         group.command(name, context_settings=settings)(command)
 
 
-def run_count(arch: Architecture, flow, fields, init, seed, theta_file, rtol, show_laws, as_json):
+def parse_block(text: str | None) -> list[str] | None:
+    return None if not text else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def run_count(arch: Architecture, flow, fields, init, seed, theta_file, block, rtol, show_laws, as_json):
     result = count(arch, fields=fields, flow=flow, init=init, seed=seed, theta=load_theta(theta_file),
-                   rtol=rtol, progress=not as_json and sys.stderr.isatty())
+                   rtol=rtol, block=parse_block(block), progress=not as_json and sys.stderr.isatty())
     data = result.as_dict()
     if show_laws:
         laws = arch.law_set(flow)
@@ -193,6 +208,7 @@ def discover_options(fn):
                   help="distribution of the sampled theta")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--residual", is_flag=True, help="wrap the block in a skip connection x + g(x)")
+    @click.option("--block", default=None, help="comma-separated parameter names: laws of these only (Prop 4.3)")
     @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -201,10 +217,14 @@ def discover_options(fn):
     return wrapper
 
 
-def run_discover(arch: Architecture, degree, homogeneous, fields, init, seed, as_json):
+def run_discover(arch: Architecture, degree, homogeneous, fields, init, seed, block, as_json):
     from .discover import discover as find
+    from .fields import RestrictedFields
 
-    result = find(arch.fields(fields), parse_int(degree, "degree"), homogeneous=homogeneous, init=init, seed=seed)
+    source = arch.fields(fields)
+    if parse_block(block):
+        source = RestrictedFields(source, parse_block(block), init)
+    result = find(source, parse_int(degree, "degree"), homogeneous=homogeneous, init=init, seed=seed)
     data = {"arch": arch.name, "label": arch.label, **result.as_dict()}
     if as_json:
         click.echo(json.dumps(data, default=str))

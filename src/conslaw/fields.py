@@ -137,3 +137,51 @@ class SignFields(FieldSource):
 
     def field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         return torch.sign(self.base.field(theta, p))
+
+
+class RestrictedFields(FieldSource):
+    """Fields of ``base`` restricted to a block of parameters theta_T, the others resampled (Prop 4.3).
+
+    R_{theta_T}(W) = span over eta, x, w of d_{theta_T} g((theta_T, eta), x)^T w (eq. 25):
+    each sampled field draws fresh values eta of the other parameters (from
+    ``init``) and keeps the theta_T-components of a field of ``base`` at
+    (theta_T, eta). Laws of these fields are the laws of the whole network that
+    depend on theta_T only.
+    """
+
+    def __init__(self, base: FieldSource, block: list[str], init: str = "gaussian") -> None:
+        from .errors import ConslawError
+
+        unknown = [name for name in block if name not in base.space.shapes]
+        if unknown or not block:
+            raise ConslawError(f"block {block} names parameters {unknown or 'none'} that do not exist",
+                               f"choose among {base.space.names}")
+        self.base = base
+        self.block = [name for name in base.space.names if name in block]
+        self.rest = [name for name in base.space.names if name not in block]
+        self.space = ParamSpace({name: base.space.shapes[name] for name in self.block})
+        self.rest_space = ParamSpace({name: base.space.shapes[name] for name in self.rest}) if self.rest else None
+        self.init = init
+        self.kind = f"{base.kind} restricted to {','.join(self.block)}"
+        self.oversample = base.oversample
+        full = torch.arange(base.space.D)
+        self.block_index = torch.cat([full[base.space.slice(name)] for name in self.block])
+        self.rest_index = torch.cat([full[base.space.slice(name)] for name in self.rest]) if self.rest else None
+
+    def sample(self, n: int, generator: torch.Generator) -> Any:
+        if self.rest_space is None:
+            eta = torch.zeros(n, 0, dtype=DTYPE)
+        else:
+            eta = torch.stack([self.rest_space.sample(self.init, generator) for _ in range(n)])
+        return eta, self.base.sample(n, generator)
+
+    def full_theta(self, theta_block: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros(self.base.space.D, dtype=theta_block.dtype)
+        full = full.index_copy(0, self.block_index, theta_block)
+        if self.rest_index is not None:
+            full = full.index_copy(0, self.rest_index, eta)
+        return full
+
+    def field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
+        eta, base_p = p
+        return self.base.field(self.full_theta(theta, eta), base_p)[self.block_index]

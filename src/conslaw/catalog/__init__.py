@@ -7,6 +7,7 @@ from .linear import linear
 from .relu import relu
 from .resnet import resnet
 from .softmax import softmax
+from .transformer import transformer
 
 ARCHITECTURES = {
     "linear": linear,
@@ -15,6 +16,7 @@ ARCHITECTURES = {
     "attention": attention,
     "softmax": softmax,
     "resnet": resnet,
+    "transformer": transformer,
 }
 
-__all__ = ["ARCHITECTURES", "Architecture", "attention", "conv", "linear", "relu", "resnet", "softmax"]
+__all__ = ["ARCHITECTURES", "Architecture", "attention", "conv", "linear", "relu", "resnet", "softmax", "transformer"]

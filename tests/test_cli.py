@@ -133,3 +133,32 @@ def test_discover_reports_an_incomplete_certificate():
 def test_discover_refuses_a_too_large_system():
     proc = conslaw("discover", "linear", "30", "30", "30", "--degree", "3")
     assert proc.returncode == 2 and "GiB" in proc.stderr and "fix:" in proc.stderr
+
+
+def test_laws_list_and_json_contract():
+    proc = conslaw("laws", "--list")
+    assert "resnet18-cifar" in proc.stdout and "transformer" in proc.stdout
+    proc = conslaw("laws", "mlp", "--json")
+    data = json.loads(proc.stdout)
+    assert {"model", "D", "laws", "uncovered_params", "named_laws", "numeric_laws"} <= set(data)
+    assert data["named_laws"] == data["numeric_laws"] == 13
+    assert {"name", "kind", "formula", "params", "count", "verified", "approximate", "max_residual"} <= \
+        set(data["laws"][0])
+
+
+def test_laws_of_a_model_in_a_file(tmp_path):
+    path = tmp_path / "mymodel.py"
+    path.write_text("import torch\nfrom torch import nn\n\ndef build():\n"
+                    "    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.randn(4, 3)\n")
+    data = json.loads(conslaw("laws", f"{path}:build", "--json").stdout)
+    assert data["named_laws"] == data["numeric_laws"] == 4
+
+
+@pytest.mark.parametrize("args, words", [
+    (["laws", "nosuchmodel"], "unknown model"),
+    (["laws", "missing.py:build"], "does not exist"),
+    (["laws", "mlp", "--input-shape", "2,7"], "does not run"),
+])
+def test_laws_bad_input(args, words):
+    proc = conslaw(*args)
+    assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

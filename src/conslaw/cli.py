@@ -252,6 +252,62 @@ def parse_ints(texts, what: str) -> list[int]:
     return [parse_int(t, what) for t in texts]
 
 
+@main.command("laws", context_settings=CONTEXT)
+@click.argument("model", required=False)
+@click.option("--input-shape", default=None, help="example input shape, batch first, e.g. 2,3,32,32")
+@click.option("--loss", type=click.Choice(["mse", "cross_entropy"]), default=None,
+              help="the training loss (default: the built-in model's, else mse)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batches", type=int, default=6, show_default=True, help="loss gradients used for verification")
+@click.option("--numeric/--no-numeric", default=None,
+              help="also count the laws with the Lie engine (default: when D <= 4000)")
+@click.option("--list", "show_list", is_flag=True, help="list the built-in models")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_json):
+    """Find, verify and count the conservation laws of MODEL (built-in, FILE.py:FUNCTION or pkg.mod:FUNCTION)."""
+    from .models import BUILTINS
+    from .nn import find_laws
+    from .nn.load import load_model
+
+    if show_list:
+        if as_json:
+            click.echo(json.dumps({"models": {k: b.description for k, b in BUILTINS.items()}}))
+        else:
+            for key, b in BUILTINS.items():
+                click.echo(f"{key:26s} {b.description}")
+        return
+    if model is None:
+        raise click.UsageError("missing MODEL; run 'conslaw laws --list' for the built-in models")
+    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
+    name, module, example, default_loss = load_model(model, shape)
+    if shape is not None:
+        example = torch.randn(*shape)
+    if example is None:
+        raise ConslawError(f"{model} gives no example input", "pass --input-shape, e.g. --input-shape 2,3,32,32")
+    result = find_laws(module, example, loss or default_loss or "mse", batches=batches, seed=seed,
+                       numeric=numeric, name=name)
+    data = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"{name}: D = {data['D']:,} parameters, loss {data['loss']}, {data['seconds']:.1f} s")
+    click.echo(f"  {'family':28s} {'module':34s} {'count':>5s} {'exact':>5s} {'approx':>6s} {'failed':>6s} "
+               f"{'residual':>9s}  formula (first)")
+    for row in data["families"]:
+        click.echo(f"  {row['family']:28s} {row['module'][:34]:34s} {row['count']:5d} {row['exact']:5d} "
+                   f"{row['approximate']:6d} {row['failed']:6d} {row['max_residual']:9.1e}  {row['formula']}")
+    click.echo(f"  named laws (independent, exact): {data['named_laws']}")
+    if data["numeric_laws"] is not None:
+        click.echo(f"  numeric laws (D - dim Lie):       {data['numeric_laws']}"
+                   + (f"   -> {data['unnamed_laws']} not yet named" if data["unnamed_laws"] else ""))
+    if data["uncovered_params"]:
+        click.echo(f"  uncovered parameters: {', '.join(data['uncovered_params'])}")
+    for w in data["warnings"]:
+        click.echo(f"  warning: {w}")
+    for n in data["notes"]:
+        click.echo(f"  note: {n}")
+
+
 @main.group(context_settings=CONTEXT)
 def bench():
     """Benchmarks against the reference implementation."""

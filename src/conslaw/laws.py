@@ -59,11 +59,18 @@ class QuadraticLaw(Law):
               quad: Iterable[tuple[int, int, float]] = (),
               lin: Iterable[tuple[int, float]] = ()) -> QuadraticLaw:
         quad, lin = list(quad), list(lin)
-        qi = torch.tensor([t[0] for t in quad], dtype=torch.long)
-        qj = torch.tensor([t[1] for t in quad], dtype=torch.long)
-        qc = torch.tensor([t[2] for t in quad], dtype=DTYPE)
-        lk = torch.tensor([t[0] for t in lin], dtype=torch.long)
-        lc = torch.tensor([t[1] for t in lin], dtype=DTYPE)
+        return cls.from_tensors(
+            name, formula, params,
+            torch.tensor([t[0] for t in quad], dtype=torch.long), torch.tensor([t[1] for t in quad], dtype=torch.long),
+            torch.tensor([t[2] for t in quad], dtype=DTYPE),
+            torch.tensor([t[0] for t in lin], dtype=torch.long), torch.tensor([t[1] for t in lin], dtype=DTYPE))
+
+    @classmethod
+    def from_tensors(cls, name: str, formula: str, params: Sequence[str], qi: torch.Tensor, qj: torch.Tensor,
+                     qc: torch.Tensor, lk: torch.Tensor | None = None, lc: torch.Tensor | None = None) -> QuadraticLaw:
+        """The law sum_t qc_t theta_{qi_t} theta_{qj_t} + sum_s lc_s theta_{lk_s} from index tensors."""
+        lk = torch.zeros(0, dtype=torch.long) if lk is None else lk
+        lc = torch.zeros(0, dtype=DTYPE) if lc is None else lc
 
         def value(theta: torch.Tensor) -> torch.Tensor:
             return (qc * theta[qi] * theta[qj]).sum() + (lc * theta[lk]).sum()
@@ -76,6 +83,17 @@ class QuadraticLaw(Law):
         return cls(name=name, formula=formula, params=tuple(params), value_fn=value,
                    grad_fn=gradient, quad=(qi, qj, qc), lin=(lk, lc))
 
+    def sparse_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(support indices, gradient on them): the gradient without a length-D vector."""
+        qi, qj, qc = self.quad
+        lk, lc = self.lin
+        support, inverse = torch.unique(torch.cat([qi, qj, lk]), return_inverse=True)
+        n_q = qi.numel()
+        ii, jj, kk = inverse[:n_q], inverse[n_q:2 * n_q], inverse[2 * n_q:]
+        g = torch.zeros(support.numel(), dtype=theta.dtype)
+        g = g.index_add(0, ii, qc * theta[qj]).index_add(0, jj, qc * theta[qi]).index_add(0, kk, lc)
+        return support, g
+
     @classmethod
     def inner_difference(cls, name: str, formula: str, params: Sequence[str],
                          plus: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -84,11 +102,17 @@ class QuadraticLaw(Law):
 
         Each a, b is a tensor of flat indices; a = b gives a squared norm.
         """
-        quad = []
+        qi, qj, qc = [], [], []
         for sign, pairs in ((1.0, plus), (-1.0, minus)):
             for a, b in pairs:
-                quad += [(int(i), int(j), sign) for i, j in zip(a.reshape(-1), b.reshape(-1), strict=True)]
-        return cls.build(name, formula, params, quad=quad)
+                a, b = a.reshape(-1), b.reshape(-1)
+                qi.append(a)
+                qj.append(b)
+                qc.append(torch.full((a.numel(),), sign, dtype=DTYPE))
+        if not qi:
+            return cls.from_tensors(name, formula, params, torch.zeros(0, dtype=torch.long),
+                                    torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=DTYPE))
+        return cls.from_tensors(name, formula, params, torch.cat(qi), torch.cat(qj), torch.cat(qc))
 
 
 class LawSet:

@@ -1,0 +1,133 @@
+"""find_laws on real nn.Modules: named laws verified at round-off, equal to the Lie engine's count."""
+
+import pytest
+import torch
+from torch import nn
+
+from conslaw.errors import ConslawError
+from conslaw.models import BUILTINS
+from conslaw.nn import Handler, find_laws, register_handler
+
+
+def run(name, **kw):
+    b = BUILTINS[name]
+    torch.manual_seed(0)
+    return find_laws(b.build(), b.example(), b.loss, name=name, **kw)
+
+
+@pytest.mark.parametrize("name, named", [
+    ("mlp", 13),                      # 8 + 5 hidden neurons
+    ("cnn", 15),                      # 4 + 5 channels, 5 column sums + bias sum
+    ("resnet-block", 13),             # 4 block channels, 4 residual-stream channels, 4 + 1 translation
+    ("resnet-block-nobn", 13),
+    ("transformer-handwritten", 51),  # stream 6 + 15 mixing, 8 neurons, 12 attention, 3 key biases, 7 translation
+])
+def test_small_models_named_laws_equal_the_lie_count(name, named):
+    result = run(name)
+    assert result.named_laws == result.numeric_laws == named
+    exact = [law for law in result.laws if law.status == "exact"]
+    assert exact and max(law.max_residual for law in exact) < 1e-12
+    assert not [law for law in result.laws if law.status == "failed"]
+
+
+def test_batchnorm_scale_invariance_is_approximate_with_its_cause():
+    result = run("resnet-block")
+    approx = [law for law in result.laws if law.family == "scale-invariance"]
+    assert len(approx) == 12 and all(law.status == "approximate" for law in approx)
+    assert all(1e-9 < law.max_residual < 1e-3 for law in approx)
+    assert "eps=1e-05" in approx[0].as_dict()["cause"]
+    assert result.uncovered_params == []
+
+
+def test_mlp_laws_read_like_the_paper():
+    result = run("mlp")
+    formulas = [law.law.formula for law in result.laws]
+    assert "|2.weight[:,0]|^2 - |0.weight[0,:]|^2 - |0.bias[0]|^2" in formulas
+    assert result.uncovered_params == ["4.bias"]
+
+
+def test_multihead_attention_laws_hold_on_nn_multiheadattention():
+    for name in ("transformer", "transformer-prenorm"):
+        result = run(name, numeric=False)
+        attention = [law for law in result.laws if law.family == "attention"]
+        assert len(attention) == 2 * 2 * (2 * 3 // 2)  # 2 heads of dh = 2: 3 (QK) + 3 (VO) entries each
+        assert all(law.status == "exact" for law in attention)
+        zero = [law for law in result.laws if law.family == "zero-gradient"]
+        assert len(zero) == 4 and all(law.max_residual < 1e-12 for law in zero)
+
+
+def test_pre_ln_layer_norm_rescaling_laws():
+    result = run("transformer-prenorm", numeric=False)
+    norms = [law for law in result.laws if law.module.endswith(("norm1", "norm2"))]
+    assert len(norms) == 8 and all(law.status == "exact" for law in norms)
+
+
+def test_mha_with_attention_mask_and_not_batch_first():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(4, 2)  # sequence first
+            self.head = nn.Linear(4, 3)
+            self.register_buffer("mask", torch.triu(torch.ones(5, 5, dtype=torch.bool), 1))
+
+        def forward(self, x):  # x: (batch, tokens, dim), batch first as conslaw samples it
+            x = x.transpose(0, 1)
+            out, _ = self.attn(x, x, x, attn_mask=self.mask)
+            return self.head(out.mean(dim=0))
+
+    torch.manual_seed(1)
+    result = find_laws(Masked(), torch.randn(2, 5, 4), "cross_entropy", numeric=False)
+    attention = [law for law in result.laws if law.family == "attention"]
+    assert len(attention) == 12 and all(law.status == "exact" for law in attention)
+
+
+def test_the_users_model_is_left_untouched():
+    b = BUILTINS["resnet-block"]
+    model = b.build().float()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    find_laws(model, b.example().float(), b.loss)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running statistics included
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_eval_mode_batchnorm_is_reported():
+    b = BUILTINS["resnet-block"]
+    model = b.build().eval()
+    result = find_laws(model, b.example(), b.loss, numeric=False)
+    assert any("eval mode" in w for w in result.warnings)
+    assert not [law for law in result.laws if law.family == "scale-invariance"]
+
+
+def test_bad_models_are_refused():
+    with pytest.raises(ConslawError, match="no parameters"):
+        find_laws(nn.ReLU(), torch.randn(2, 3))
+    with pytest.raises(ConslawError, match="does not run"):
+        find_laws(nn.Linear(3, 2), torch.randn(2, 5))
+    with pytest.raises(ConslawError, match="batch dimension"):
+        find_laws(nn.Linear(3, 2), torch.randn(3))
+    with pytest.raises(ConslawError, match=r"nn\.Module subclass"):
+        register_handler(int, Handler())
+
+
+def test_a_registered_handler_makes_a_custom_module_a_leaf_with_laws():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.tensor([1.5]))
+            self.b = nn.Parameter(torch.tensor([0.7]))
+
+        def forward(self, x):
+            return self.a * self.b * x
+
+    class ScaleHandler(Handler):
+        def laws(self, name, module, space, findings):
+            from conslaw.nn.laws_nn import balance_law, unit_slot
+            findings.laws.append(balance_law("a^2 - b^2", [unit_slot(space, f"{name}.a", 0, 0)],
+                                             [unit_slot(space, f"{name}.b", 0, 0)], "custom", name))
+
+    register_handler(Scale, ScaleHandler())
+    model = nn.Sequential(nn.Linear(2, 2), Scale())
+    result = find_laws(model, torch.randn(4, 2))
+    custom = [law for law in result.laws if law.family == "custom"]
+    assert len(custom) == 1 and custom[0].status == "exact"

@@ -107,7 +107,7 @@ def test_given_theta_is_used(tmp_path):
 def test_tour_reproduces_every_claim():
     proc = conslaw("tour", "--json")
     data = json.loads(proc.stdout)
-    assert data["all_pass"] and len(data["tour"]) == 19
+    assert data["all_pass"] and len(data["tour"]) == 24
 
 
 def test_count_block_option():

@@ -131,3 +131,24 @@ def test_a_registered_handler_makes_a_custom_module_a_leaf_with_laws():
     result = find_laws(model, torch.randn(4, 2))
     custom = [law for law in result.laws if law.family == "custom"]
     assert len(custom) == 1 and custom[0].status == "exact"
+
+
+def test_unknown_parametric_module_is_reported():
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.g = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return torch.sigmoid(self.g) * x
+
+    result = find_laws(nn.Sequential(nn.Linear(2, 3), Gate(), nn.Linear(3, 1)), torch.randn(4, 2), numeric=False)
+    assert any("1 (Gate) has no law handler" in w for w in result.warnings)
+    assert "1.g" in result.uncovered_params
+
+
+def test_torchvision_resnet18_when_importable():
+    models = pytest.importorskip("torchvision.models")  # optional: torchvision does not import beside torch 2.13
+    model = models.resnet18(num_classes=10)
+    result = find_laws(model, torch.randn(2, 3, 32, 32), "cross_entropy", numeric=False)
+    assert result.named_laws > 3000 and not [law for law in result.laws if law.status == "failed"]

@@ -346,17 +346,17 @@ def bench_discover(as_json):
 @main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def tour(as_json):
-    """Count every catalog block and compare with the paper's theorems."""
+    """Count every catalog block and built-in model, and compare with the paper's theorems."""
     from .tour import run_tour
 
     rows = run_tour(progress=not as_json)
     if as_json:
         click.echo(json.dumps({"tour": rows, "all_pass": all(r["pass"] for r in rows)}))
         return
-    click.echo(f"{'block':48s} {'D':>5s} {'laws':>5s} {'known':>5s} {'paper':>5s}  {'claim':34s} result")
+    click.echo(f"{'block':44s} {'D':>5s} {'laws':>5s} {'known':>5s} {'paper':>5s}  {'claim':40s} result")
     for r in rows:
-        click.echo(f"{r['label']:48s} {r['D']:5d} {r['num_laws']:5d} {r['known_laws']!s:>5s} "
-                   f"{r['expected']!s:>5s}  {r['claim']:34s} {'PASS' if r['pass'] else 'FAIL'}")
+        click.echo(f"{r['label']:44s} {r['D']:5d} {r['num_laws']:5d} {r['known_laws']!s:>5s} "
+                   f"{r['expected']!s:>5s}  {r['claim']:40s} {'PASS' if r['pass'] else 'FAIL'}")
     n_pass = sum(r["pass"] for r in rows)
     click.echo(f"{n_pass}/{len(rows)} claims reproduced")
 

@@ -33,6 +33,28 @@ TOUR = [
 ]
 
 
+#: built-in nn.Modules whose named laws must equal the Lie engine's count on loss gradients
+MODEL_TOUR = ["mlp", "cnn", "resnet-block", "resnet-block-nobn", "transformer-handwritten"]
+
+
+def run_model_tour(progress: bool = False) -> list[dict]:
+    import torch
+
+    from .models import BUILTINS
+    from .nn import find_laws
+
+    rows = []
+    for name in tqdm(MODEL_TOUR, desc="models", disable=not progress, leave=False):
+        b = BUILTINS[name]
+        torch.manual_seed(0)
+        result = find_laws(b.build(), b.example(), b.loss, name=name)
+        rows.append({"label": f"nn: {name}", "D": result.D, "num_laws": result.numeric_laws,
+                     "known_laws": result.named_laws, "expected": result.numeric_laws,
+                     "claim": "named laws == D - dim Lie (loss grads)",
+                     "pass": result.named_laws == result.numeric_laws, "seconds": round(result.seconds, 3)})
+    return rows
+
+
 def run_tour(progress: bool = False) -> list[dict]:
     rows = []
     for make, opts, claim, expected in tqdm(TOUR, desc="tour", disable=not progress, leave=False):
@@ -43,4 +65,4 @@ def run_tour(progress: bool = False) -> list[dict]:
                      "D": result.lie.D, "num_laws": result.num_laws, "known_laws": result.known_laws,
                      "expected": expected, "claim": claim, "pass": ok,
                      "seconds": round(result.seconds, 4)})
-    return rows
+    return rows + run_model_tour(progress)

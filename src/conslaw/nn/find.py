@@ -118,6 +118,7 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name) -> Mode
         handler = handler_for(module) if module is not None else None
         if handler is not None:
             handler.laws(node.target, module, space, findings)
+    unknown_modules(graph, findings)
     rescaling_laws(graph, space, findings)
     handwritten_attention_laws(graph, space, findings)
     normalization_laws(graph, space, findings)
@@ -143,6 +144,24 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name) -> Mode
                      numeric_laws=numeric, uncovered_params=uncovered, loss=loss,
                      seconds=time.perf_counter() - start, numeric_seconds=numeric_seconds, numeric_gap=gap,
                      warnings=findings.warnings, notes=findings.notes)
+
+
+KNOWN_PARAMETRIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                    nn.LayerNorm, nn.GroupNorm, nn.Embedding)
+
+
+def unknown_modules(graph, findings: Findings) -> None:
+    """Warn about leaf modules with parameters that no pattern or handler knows."""
+    seen = set()
+    for node in graph.nodes:
+        module = graph.module_of(node)
+        if module is None or node.target in seen or not any(True for _ in module.parameters(recurse=False)):
+            continue
+        seen.add(node.target)
+        if not isinstance(module, KNOWN_PARAMETRIC) and handler_for(module) is None:
+            findings.warnings.append(
+                f"{node.target} ({type(module).__name__}) has no law handler: its parameters get no law of "
+                "their own (register one with conslaw.nn.register_handler)")
 
 
 def check_model(model: nn.Module, example_input) -> None:

@@ -162,3 +162,12 @@ def test_laws_of_a_model_in_a_file(tmp_path):
 def test_laws_bad_input(args, words):
     proc = conslaw(*args)
     assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_discover_a_model_from_a_file(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text("import torch\nfrom torch import nn\n\ndef build():\n"
+                    "    return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)), torch.randn(4, 2)\n")
+    data = json.loads(conslaw("discover", f"{path}:build", "--degree", "2", "--json").stdout)
+    assert data["num_laws"] == data["lie_laws"] == 3 and data["complete"] is True
+    assert data["laws"][0]["formula"] == "|0.weight[0,:]|^2 + 0.bias[0]^2 - |2.weight[:,0]|^2"

@@ -194,9 +194,50 @@ def run_count(arch: Architecture, flow, fields, init, seed, theta_file, block, r
 register_arch_commands(count_cmd, common_options, run_count)
 
 
-@main.group(context_settings=CONTEXT)
+class DiscoverGroup(click.Group):
+    """Catalog blocks as subcommands; any other name is a MODEL, as for ``conslaw laws``."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        return command if command is not None else model_discover_command(cmd_name)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        command = self.get_command(ctx, name) if name else None
+        return (name, command, args[1:]) if command is not None else super().resolve_command(ctx, args)
+
+
+@main.group(cls=DiscoverGroup, context_settings=CONTEXT)
 def discover():
-    """Find the polynomial conservation laws of a block, with a completeness certificate."""
+    """Find the polynomial conservation laws of a block or a MODEL, with a completeness certificate.
+
+    MODEL is a built-in name (conslaw laws --list), FILE.py:FUNCTION or package.module:FUNCTION.
+    """
+
+
+def model_discover_command(spec: str) -> click.Command:
+    @click.command(spec, context_settings=CONTEXT)
+    @click.option("--input-shape", default=None, help="example input shape, batch first")
+    @click.option("--loss", type=click.Choice(["mse", "cross_entropy"]), default=None)
+    @discover_options
+    def command(input_shape, loss, degree, homogeneous, fields, init, seed, residual, block, as_json):
+        from .nn.find import check_model
+        from .nn.load import load_model
+        from .nn.verify import LossGradFields, analysis_copy
+
+        shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
+        name, module, example, default_loss = load_model(spec, shape)
+        if shape is not None:
+            example = torch.randn(*shape)
+        if example is None:
+            raise ConslawError(f"{spec} gives no example input", "pass --input-shape")
+        check_model(module, example)
+        work = analysis_copy(module)
+        example = example.double() if torch.is_floating_point(example) else example
+        source = LossGradFields(work, example, loss or default_loss or "mse")
+        report_discovery(name, name, source, degree, homogeneous, init, seed, block, as_json)
+
+    return command
 
 
 def discover_options(fn):
@@ -218,18 +259,21 @@ def discover_options(fn):
 
 
 def run_discover(arch: Architecture, degree, homogeneous, fields, init, seed, block, as_json):
+    report_discovery(arch.name, arch.label, arch.fields(fields), degree, homogeneous, init, seed, block, as_json)
+
+
+def report_discovery(name, label, source, degree, homogeneous, init, seed, block, as_json):
     from .discover import discover as find
     from .fields import RestrictedFields
 
-    source = arch.fields(fields)
     if parse_block(block):
         source = RestrictedFields(source, parse_block(block), init)
     result = find(source, parse_int(degree, "degree"), homogeneous=homogeneous, init=init, seed=seed)
-    data = {"arch": arch.name, "label": arch.label, **result.as_dict()}
+    data = {"arch": name, "label": label, **result.as_dict()}
     if as_json:
         click.echo(json.dumps(data, default=str))
         return
-    click.echo(f"{arch.label}   (degree <= {data['degree']}{', homogeneous' if homogeneous else ''}, "
+    click.echo(f"{label}   (degree <= {data['degree']}{', homogeneous' if homogeneous else ''}, "
                f"D = {data['D']}, seed {seed})")
     for k, law in enumerate(data["laws"]):
         click.echo(f"  h{k} = {law['formula']}")

@@ -171,3 +171,15 @@ def test_discover_a_model_from_a_file(tmp_path):
     data = json.loads(conslaw("discover", f"{path}:build", "--degree", "2", "--json").stdout)
     assert data["num_laws"] == data["lie_laws"] == 3 and data["complete"] is True
     assert data["laws"][0]["formula"] == "|0.weight[0,:]|^2 + 0.bias[0]^2 - |2.weight[:,0]|^2"
+
+
+def test_laws_of_a_model_in_a_package_module(tmp_path, monkeypatch):
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text("import torch\nfrom torch import nn\n\ndef small():\n"
+                                     "    return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), "
+                                     "torch.randn(4, 2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = json.loads(conslaw("laws", "mypkg.nets:small", "--json").stdout)
+    assert data["model"] == "small" and data["named_laws"] == data["numeric_laws"] == 3

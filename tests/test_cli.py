@@ -183,3 +183,9 @@ def test_laws_of_a_model_in_a_package_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     data = json.loads(conslaw("laws", "mypkg.nets:small", "--json").stdout)
     assert data["model"] == "small" and data["named_laws"] == data["numeric_laws"] == 3
+
+
+def test_rebalance_command(tmp_path):
+    data = json.loads(conslaw("rebalance", "cnn", "--json", "--save", str(tmp_path / "cnn.pt")).stdout)
+    assert data["max_error_after"] < 1e-12 < data["max_error_before"] and data["max_output_change"] < 1e-12
+    assert (tmp_path / "cnn.pt").exists()

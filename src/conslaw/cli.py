@@ -352,6 +352,44 @@ def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_jso
         click.echo(f"  note: {n}")
 
 
+@main.command("rebalance", context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--input-shape", default=None, help="example input shape, batch first")
+@click.option("--loss", type=click.Choice(["mse", "cross_entropy"]), default=None)
+@click.option("--target", type=float, default=0.0, show_default=True,
+              help="value every rescaling law is moved to (attention heads: 0 only)")
+@click.option("--save", "save_path", default=None, type=click.Path(dir_okay=False),
+              help="write the rebalanced state_dict (float64) here")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def rebalance_cmd(model, input_shape, loss, target, save_path, as_json):
+    """Move MODEL along its symmetry orbits until its laws reach TARGET; the function is unchanged."""
+    from .nn.load import load_model
+    from .rebalance import rebalance
+
+    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
+    name, module, example, default_loss = load_model(model, shape)
+    if shape is not None:
+        example = torch.randn(*shape)
+    if example is None:
+        raise ConslawError(f"{model} gives no example input", "pass --input-shape")
+    example = example.double() if torch.is_floating_point(example) else example
+    result = rebalance(module.double(), example, loss or default_loss or "mse", target=target)
+    x = torch.randn(8, *example.shape[1:], dtype=torch.float64) if torch.is_floating_point(example) else example
+    with torch.no_grad():
+        before, after = module(x), result.model(x)
+    data = {"model": name, **result.as_dict(),
+            "max_output_change": float((before - after).abs().max() / before.abs().max().clamp_min(1e-300))}
+    if save_path:
+        torch.save(result.model.state_dict(), save_path)
+        data["saved"] = save_path
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"{name}: {data['laws']} laws ({data['attention_heads']} attention heads) moved to {target:g} in "
+               f"{data['iterations']} round(s): max |h - target| {data['max_error_before']:.2e} -> "
+               f"{data['max_error_after']:.2e}; relative output change {data['max_output_change']:.1e}")
+
+
 @main.group(context_settings=CONTEXT)
 def bench():
     """Benchmarks against the reference implementation."""

@@ -189,3 +189,19 @@ def test_rebalance_command(tmp_path):
     data = json.loads(conslaw("rebalance", "cnn", "--json", "--save", str(tmp_path / "cnn.pt")).stdout)
     assert data["max_error_after"] < 1e-12 < data["max_error_before"] and data["max_output_change"] < 1e-12
     assert (tmp_path / "cnn.pt").exists()
+
+
+@pytest.mark.parametrize("norm, first", [
+    ("nn.BatchNorm1d(3)", "0.bias[0]"),             # cancelled by the BatchNorm mean: zero gradient
+    ("nn.LayerNorm(3)", "sum(0.weight[:,0])"),      # a shift of all features is removed by LayerNorm
+])
+def test_discover_finds_the_normalization_laws_of_a_small_model(tmp_path, norm, first):
+    path = tmp_path / "normed.py"
+    path.write_text("import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(0)\n"
+                    f"    return nn.Sequential(nn.Linear(2, 3), {norm}, nn.ReLU(), nn.Linear(3, 2)), "
+                    "torch.randn(8, 2)\n")
+    data = json.loads(conslaw("discover", f"{path}:build", "--degree", "2", "--json").stdout)
+    formulas = [law["formula"] for law in data["laws"]]
+    assert data["num_laws"] == data["lie_laws"] == 6 and data["complete"] is True
+    assert formulas[0] == first
+    assert "1.weight[0]^2 + 1.bias[0]^2 - |3.weight[:,0]|^2" in formulas  # the affine rescaling law

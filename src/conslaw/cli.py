@@ -235,7 +235,9 @@ def model_discover_command(spec: str) -> click.Command:
         work = analysis_copy(module)
         example = example.double() if torch.is_floating_point(example) else example
         source = LossGradFields(work, example, loss or default_loss or "mse")
-        report_discovery(name, name, source, degree, homogeneous, init, seed, block, as_json)
+        theta = source.space.flatten(dict(work.named_parameters())).detach()
+        report_discovery(name, name, source, degree, homogeneous, init, seed, block, as_json,
+                         certify_at=None if parse_block(block) else theta)
 
     return command
 
@@ -262,13 +264,14 @@ def run_discover(arch: Architecture, degree, homogeneous, fields, init, seed, bl
     report_discovery(arch.name, arch.label, arch.fields(fields), degree, homogeneous, init, seed, block, as_json)
 
 
-def report_discovery(name, label, source, degree, homogeneous, init, seed, block, as_json):
+def report_discovery(name, label, source, degree, homogeneous, init, seed, block, as_json, certify_at=None):
     from .discover import discover as find
     from .fields import RestrictedFields
 
     if parse_block(block):
         source = RestrictedFields(source, parse_block(block), init)
-    result = find(source, parse_int(degree, "degree"), homogeneous=homogeneous, init=init, seed=seed)
+    result = find(source, parse_int(degree, "degree"), homogeneous=homogeneous, init=init, seed=seed,
+                  certify_at=certify_at)
     data = {"arch": name, "label": label, **result.as_dict()}
     if as_json:
         click.echo(json.dumps(data, default=str))

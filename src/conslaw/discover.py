@@ -208,13 +208,15 @@ class Discovery:
 
 def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False, init: str = "gaussian",
              seed: int = 0, margin: int = 32, rtol: float = DEFAULT_RTOL, certify: bool = True,
-             max_rounds: int = 8) -> Discovery:
+             max_rounds: int = 8, certify_at: torch.Tensor | None = None) -> Discovery:
     """All polynomial laws of degree <= ``degree`` of the fields of ``source``.
 
     Every equation uses a fresh random theta and a fresh random field, so the
     equations span the annihilator with probability one; equations are drawn
     in rounds until at least ``margin`` nonzero ones are redundant (fields
     that vanish at some theta, as ReLU fields do, give empty equations).
+    The certificate's Lie count is taken at ``certify_at`` (e.g. a trained
+    model's own parameters) when given, else as the median over three random points.
     """
     start = time.perf_counter()
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
@@ -255,8 +257,18 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
             grads = new
             laws.append(law)
             coefficients.append(coef)
-    lie = lie_trace_dimension(source, thetas[0], seed=seed) if certify else None
-    notes = []
+    lie, notes = None, []
+    if certify and certify_at is not None:
+        lie = lie_trace_dimension(source, space.check_theta(certify_at), seed=seed)
+    elif certify:
+        # the Lie count at three random points, the median reported: a badly conditioned point (a
+        # normalized unit with tiny variance, a rarely active ReLU) can move one count either way
+        points = [thetas[0]] + [space.sample(init, torch.Generator().manual_seed(seed + 11 + k)) for k in range(2)]
+        runs = sorted((lie_trace_dimension(source, t, seed=seed) for t in points), key=lambda r: r.num_laws)
+        lie = runs[1]
+        counts = [r.num_laws for r in runs]
+        if len(set(counts)) > 1:
+            notes.append(f"D - dim Lie differs between random points: {counts}; the median is used")
     if len(echelon) > len(laws):
         notes.append(f"the polynomial laws of degree <= {degree} span a space of dimension {len(echelon)}; "
                      f"{len(laws)} of them are functionally independent (the others are products and "

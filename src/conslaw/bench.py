@@ -93,11 +93,15 @@ def run_discover_suite(kind: str, seed: int = 0, progress: bool = False) -> dict
 
 def discover_suites(progress: bool = False) -> dict:
     """Both degree-2 suites, timed after the one-time warm-up."""
+    return timed_suites(run_discover_suite, progress)
+
+
+def timed_suites(runner, progress: bool) -> dict:
+    """``runner`` on the linear and ReLU suites, after a one-time warm-up (torch.func's lazy imports)."""
     start = time.perf_counter()
     count(linear(2, 2, 2))
     warmup = time.perf_counter() - start
-    return {"suites": {k: run_discover_suite(k, progress=progress) for k in ("linear", "relu")},
-            "warmup_seconds": warmup}
+    return {"suites": {k: runner(k, progress=progress) for k in ("linear", "relu")}, "warmup_seconds": warmup}
 
 
 def run_suite(kind: str, nets: int = 50, seed: int = 0, progress: bool = False) -> dict:
@@ -114,9 +118,5 @@ def run_suite(kind: str, nets: int = 50, seed: int = 0, progress: bool = False) 
 
 
 def anchor_suites(progress: bool = False) -> dict:
-    """Both suites, timed after a one-time warm-up (torch.func's lazy imports)."""
-    start = time.perf_counter()
-    count(linear(2, 2, 2))
-    warmup = time.perf_counter() - start
-    return {"suites": {k: run_suite(k, progress=progress) for k in ("linear", "relu")},
-            "warmup_seconds": warmup}
+    """Both 50-network suites, timed after the one-time warm-up."""
+    return timed_suites(run_suite, progress)

@@ -404,13 +404,7 @@ def bench_anchor(as_json):
     """The reference notebook's 50 linear and 50 ReLU networks: num_laws == known_laws?"""
     from .bench import anchor_suites
 
-    result = anchor_suites(progress=not as_json)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    for name, suite in result["suites"].items():
-        click.echo(f"{name:7s} {suite['matched']}/{suite['nets']} matched in {suite['seconds']:.2f} s")
-    click.echo(f"(one-time warm-up of torch.func: {result['warmup_seconds']:.2f} s, not included)")
+    print_suites(anchor_suites(progress=not as_json), as_json)
 
 
 @bench.command("discover-suites", context_settings=CONTEXT)
@@ -419,7 +413,10 @@ def bench_discover(as_json):
     """The reference notebook's two 10-network degree-2 suites: laws found == known laws?"""
     from .bench import discover_suites
 
-    result = discover_suites(progress=not as_json)
+    print_suites(discover_suites(progress=not as_json), as_json)
+
+
+def print_suites(result: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return

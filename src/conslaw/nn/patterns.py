@@ -398,14 +398,18 @@ def is_matmul(node: fx.Node) -> bool:
         (node.op == "call_method" and node.target in ("matmul", "bmm"))
 
 
+def is_transparent(node: fx.Node) -> bool:
+    """Reshapes, transposes and scalings: they keep which Linear a tensor comes from."""
+    return (node.op == "call_method" and node.target in TRANSPARENT_METHODS) or \
+        (node.op == "call_function" and node.target in TRANSPARENT_FUNCTIONS)
+
+
 def source_linear(graph: Graph, node) -> fx.Node | None:
     """The Linear module a tensor comes from, through reshapes, transposes and scalings."""
     while isinstance(node, fx.Node):
         if node.op == "call_module" and isinstance(graph.module_of(node), nn.Linear):
             return node
-        transparent = (node.op == "call_method" and node.target in TRANSPARENT_METHODS) or \
-            (node.op == "call_function" and node.target in TRANSPARENT_FUNCTIONS)
-        if not transparent:
+        if not is_transparent(node):
             return None
         scalars_ok = all(not isinstance(a, fx.Node) for a in node.args[1:])
         if not scalars_ok:
@@ -485,9 +489,7 @@ def reading_linear(graph: Graph, node: fx.Node) -> fx.Node | None:
         node = users[0]
         if node.op == "call_module" and isinstance(graph.module_of(node), nn.Linear):
             return node
-        transparent = (node.op == "call_method" and node.target in TRANSPARENT_METHODS) or \
-            (node.op == "call_function" and node.target in TRANSPARENT_FUNCTIONS)
-        if not transparent:
+        if not is_transparent(node):
             return None
     return None
 

@@ -205,3 +205,10 @@ def test_discover_finds_the_normalization_laws_of_a_small_model(tmp_path, norm, 
     assert data["num_laws"] == data["lie_laws"] == 6 and data["complete"] is True
     assert formulas[0] == first
     assert "1.weight[0]^2 + 1.bias[0]^2 - |3.weight[:,0]|^2" in formulas  # the affine rescaling law
+
+
+def test_reproduce_command_json(tmp_path):
+    data = json.loads(conslaw("reproduce", "appR", "--quick", "--out", str(tmp_path), "--json").stdout)
+    assert data["experiment"] == "appR" and all(c["pass"] for c in data["claims"])
+    proc = conslaw("reproduce", "fig5")
+    assert proc.returncode == 2 and "not implemented yet" in proc.stderr

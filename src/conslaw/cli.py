@@ -393,6 +393,28 @@ def rebalance_cmd(model, input_shape, loss, target, save_path, as_json):
                f"{data['max_error_after']:.2e}; relative output change {data['max_output_change']:.1e}")
 
 
+@main.command("reproduce", context_settings=CONTEXT)
+@click.argument("experiment")
+@click.option("--quick", is_flag=True, help="reduced sizes (narrow ResNet, fewer seeds and steps)")
+@click.option("--data", default=None, type=click.Path(file_okay=False), help="dataset folder (else SYNTHETIC data)")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def reproduce_cmd(experiment, quick, data, out, as_json):
+    """Reproduce a claim or figure of the paper: thm21, prop51, sweep, appR, fig1, all."""
+    from .experiments import reproduce
+
+    result = reproduce(experiment, quick=quick, data=data, out=out)
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    for claim in result["claims"]:
+        click.echo(f"{claim['claim']:58s} paper: {claim['paper']:28s} measured: {claim['measured']:34s} "
+                   f"{'PASS' if claim['pass'] else 'FAIL'}")
+    if "figure" in result:
+        click.echo(f"figure: {result['figure']}   results: {result['results']}"
+                   + ("   (SYNTHETIC data)" if result.get("synthetic") else ""))
+
+
 @main.group(context_settings=CONTEXT)
 def bench():
     """Benchmarks against the reference implementation."""

@@ -1,0 +1,40 @@
+"""The paper's claims and figures, reproduced (``conslaw reproduce``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import ConslawError
+
+
+def _fig1(quick, data, out):
+    from .fig1 import run
+    return run(quick=quick, data=data, out=out)
+
+
+def _small(name):
+    def runner(quick, data, out):
+        from . import small
+        return getattr(small, name)(quick)
+    return runner
+
+
+EXPERIMENTS: dict[str, Callable] = {
+    "thm21": _small("thm21"),
+    "prop51": _small("prop51"),
+    "sweep": _small("lr_sweep"),
+    "appR": _small("appR"),
+    "fig1": _fig1,
+}
+
+
+def reproduce(name: str, quick: bool = True, data: str | None = None, out: str = "results") -> dict:
+    """Run one experiment, or ``all`` of them with a claim / paper / measured / PASS table."""
+    if name == "all":
+        results = {key: run(quick, data, out) for key, run in EXPERIMENTS.items()}
+        claims = [dict(c, experiment=key) for key, r in results.items() for c in r["claims"]]
+        return {"experiment": "all", "results": results, "claims": claims, "all_pass": all(c["pass"] for c in claims)}
+    if name not in EXPERIMENTS:
+        hint = " (fig5, the Transformer on IMDb, is not implemented yet)" if name == "fig5" else ""
+        raise ConslawError(f"unknown experiment {name!r}{hint}", f"use one of {', '.join(EXPERIMENTS)}, all")
+    return EXPERIMENTS[name](quick, data, out)

@@ -1,0 +1,165 @@
+"""LawMonitor: conservation laws along real training (float64, any optimizer).
+
+Records every law's value at theta_0 and after each step, the relative error
+|h(theta_k) - h(theta_0)| / |h(theta_0)| (Frobenius over groups of laws that
+form a matrix, such as Q Q^T - K K^T), and, with weight decay lambda, the
+corrected value h(theta_k e^{Lambda_k}) of Thm 2.1, where Lambda_k is the
+integrated decay (-sum_i log(1 - tau_i lambda_i) for SGD steps, which undoes
+the decay exactly). Also estimates the constants of Prop 5.1: C_L (mean squared
+stochastic gradient norm, eq. 26) from the gradients it sees.
+
+    monitor = LawMonitor(model, laws)
+    monitor.attach(optimizer)          # records after every optimizer.step()
+    ...
+    monitor.table(), monitor.to_csv(path), monitor.plot(path)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConslawError
+from .laws import Law, QuadraticLaw
+from .params import DTYPE, ParamSpace
+
+
+def sum_of_laws(laws: Sequence[QuadraticLaw], name: str, formula: str | None = None) -> QuadraticLaw:
+    """The law sum_j h_j (e.g. eq. 17 summed over the channels of a block, as in Figure 1)."""
+    qi = torch.cat([law.quad[0] for law in laws])
+    qj = torch.cat([law.quad[1] for law in laws])
+    qc = torch.cat([law.quad[2] for law in laws])
+    lk = torch.cat([law.lin[0] for law in laws])
+    lc = torch.cat([law.lin[1] for law in laws])
+    params = tuple(dict.fromkeys(p for law in laws for p in law.params))
+    return QuadraticLaw.from_tensors(name, formula or f"sum of {len(laws)} laws", params, qi, qj, qc, lk, lc)
+
+
+class LawMonitor:
+    """Track laws of ``model`` during training (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, laws: Sequence[Law], weight_decay: float | Callable[[int], float] = 0.0,
+                 groups: dict[str, list[int]] | None = None, space: ParamSpace | None = None) -> None:
+        self.model = model
+        self.space = space or ParamSpace.from_module(model)
+        self.laws = list(laws)
+        if not self.laws:
+            raise ConslawError("LawMonitor needs at least one law", "pass the laws of find_laws(model) or a catalog")
+        for law in self.laws:
+            missing = [p for p in law.params if p not in self.space.shapes]
+            if missing:
+                raise ConslawError(f"law {law.name!r} uses parameters {missing} that {type(model).__name__} does not "
+                                   "have", "monitor the laws found for this very model")
+        self.weight_decay = weight_decay if callable(weight_decay) else (lambda k, wd=weight_decay: wd)
+        self.groups = groups or {}
+        self.values: list[np.ndarray] = []
+        self.corrected: list[np.ndarray] = []
+        self.losses: list[float] = []
+        self.Lambda = 0.0
+        self.grad_sq: list[float] = []
+        self.lrs: list[float] = []
+        self.record()
+
+    def theta(self) -> torch.Tensor:
+        params = dict(self.model.named_parameters())
+        return torch.cat([params[n].detach().to(DTYPE).reshape(-1) for n in self.space.names])
+
+    def _evaluate(self, theta: torch.Tensor) -> np.ndarray:
+        return np.array([float(law.value(theta)) for law in self.laws])
+
+    def record(self, loss: float | None = None) -> None:
+        theta = self.theta()
+        values = self._evaluate(theta)
+        if not np.all(np.isfinite(values)) or (loss is not None and not math.isfinite(loss)):
+            warnings.warn(f"non-finite law value or loss at step {len(self.values)}: recorded as is; "
+                          "the training code decides what to do", RuntimeWarning, stacklevel=2)
+        self.values.append(values)
+        self.corrected.append(self._evaluate(theta * math.exp(self.Lambda)) if self.Lambda else values)
+        self.losses.append(float("nan") if loss is None else float(loss))
+
+    def step(self, lr: float | None = None, loss: float | None = None) -> None:
+        """Record after an optimizer step of size ``lr`` (needed for the weight-decay correction)."""
+        k = len(self.values) - 1
+        lam = float(self.weight_decay(k))
+        if lam and lr is None:
+            raise ConslawError("with weight decay the monitor needs the step size", "call monitor.step(lr=...)")
+        if lam:
+            self.Lambda += -math.log1p(-lr * lam)
+        if lr is not None:
+            self.lrs.append(lr)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            self.grad_sq.append(float(sum(g.detach().to(DTYPE).square().sum() for g in grads)))
+        self.record(loss)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> Callable:
+        """Record after every ``optimizer.step()``; returns the hook handle's remover."""
+        def hook(opt, args, kwargs):
+            self.step(lr=opt.param_groups[0]["lr"])
+        return optimizer.register_step_post_hook(hook).remove
+
+    def relative_errors(self, corrected: bool = True) -> np.ndarray:
+        """(steps + 1, laws + groups): |h_k - h_0| / |h_0| per law, then Frobenius per group."""
+        vals = np.array(self.corrected if corrected else self.values)
+        h0 = vals[0]
+        per_law = np.abs(vals - h0) / np.maximum(np.abs(h0), 1e-300)
+        cols = [per_law]
+        for idx in self.groups.values():
+            num = np.linalg.norm(vals[:, idx] - h0[idx], axis=1)
+            cols.append((num / max(np.linalg.norm(h0[idx]), 1e-300))[:, None])
+        return np.concatenate(cols, axis=1)
+
+    @property
+    def columns(self) -> list[str]:
+        return [law.name for law in self.laws] + [f"{g} (Frobenius)" for g in self.groups]
+
+    def prop51_bound(self, c_h: float = 2.0) -> np.ndarray:
+        """C_h C_L / 2 sum_{i<k} tau_i^2 (eq. 27), with C_L the running mean of |grad L_Z|^2 (eq. 26)."""
+        if not self.lrs or not self.grad_sq:
+            raise ConslawError("the bound needs step sizes and gradients", "call step(lr=...) after backward()")
+        c_l = np.cumsum(self.grad_sq) / np.arange(1, len(self.grad_sq) + 1)
+        return np.r_[0.0, c_h * c_l / 2 * np.cumsum(np.square(self.lrs))]
+
+    def table(self) -> list[dict]:
+        errors = self.relative_errors()
+        return [{"step": k, "loss": self.losses[k], **dict(zip(self.columns, map(float, errors[k]), strict=True))}
+                for k in range(len(self.values))]
+
+    def to_csv(self, path: str) -> None:
+        rows = self.table()
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def to_json(self, path: str) -> None:
+        with open(path, "w") as fh:
+            json.dump({"laws": [law.name for law in self.laws], "values": np.array(self.values).tolist(),
+                       "corrected": np.array(self.corrected).tolist(), "losses": self.losses,
+                       "relative_errors": self.relative_errors().tolist()}, fh)
+
+    def plot(self, path: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+        errors = self.relative_errors()
+        for j, name in enumerate(self.columns):
+            top.semilogy(np.maximum(errors[:, j], 1e-18), label=name)
+        top.set_ylabel("relative error")
+        top.legend(fontsize=6)
+        bottom.plot(self.losses)
+        bottom.set_ylabel("loss")
+        bottom.set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)

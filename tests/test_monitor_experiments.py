@@ -1,0 +1,140 @@
+"""LawMonitor, flows, data readers and the reproduced claims (small sizes)."""
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conslaw import catalog
+from conslaw.data.cifar import load_cifar10, write_python_batches
+from conslaw.errors import ConslawError
+from conslaw.experiments import reproduce
+from conslaw.experiments.small import appR, lr_sweep, prop51, regression_problem, thm21
+from conslaw.flows import gradient_flow
+from conslaw.monitor import LawMonitor, sum_of_laws
+from conslaw.nn import find_laws
+
+
+def mlp_and_laws():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    laws = [entry.law for entry in find_laws(model, torch.randn(4, 3), numeric=False).laws]
+    return model, laws
+
+
+def test_monitor_values_equal_direct_evaluation_and_sgd_error_is_small():
+    model, laws = mlp_and_laws()
+    monitor = LawMonitor(model, laws)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    monitor.attach(opt)
+    x, y = torch.randn(16, 3), torch.randn(16, 2)
+    for _ in range(5):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    np.testing.assert_allclose(monitor.values[-1], [float(law.value(theta)) for law in laws], rtol=1e-14)
+    assert len(monitor.values) == 6
+    assert 0 < monitor.relative_errors()[-1].max() < 1e-3
+
+
+def test_monitor_weight_decay_correction_undoes_pure_decay():
+    model, laws = mlp_and_laws()
+    monitor = LawMonitor(model, laws, weight_decay=0.1)
+    with torch.no_grad():  # a step with zero gradient: theta <- (1 - lr wd) theta
+        for p in model.parameters():
+            p.mul_(1 - 0.5 * 0.1)
+    monitor.step(lr=0.5)
+    assert monitor.relative_errors(corrected=True)[-1].max() < 1e-14
+    assert monitor.relative_errors(corrected=False)[-1].max() == pytest.approx(1 - 0.95 ** 2)
+
+
+def test_monitor_refuses_laws_of_another_model():
+    _, laws = mlp_and_laws()
+    with pytest.raises(ConslawError, match="does not have"):
+        LawMonitor(nn.Linear(3, 2), laws)
+
+
+def test_monitor_warns_on_non_finite_values():
+    model, laws = mlp_and_laws()
+    monitor = LawMonitor(model, laws)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        monitor.step(lr=0.1)
+
+
+def test_gradient_flow_error_shrinks_with_the_solver_tolerance():
+    arch = catalog.relu(2, 3, 2)
+    _, _, loss = regression_problem(arch, n=16)
+    theta0 = arch.space.sample(generator=torch.Generator().manual_seed(0)) * 0.5
+    law = sum_of_laws(arch.law_set().laws, "h")
+    errors = []
+    for tol in (1e-4, 1e-8):
+        traj = gradient_flow(loss, theta0, 1.0, rtol=tol, atol=tol * 1e-2, points=5)
+        errors.append(abs(float(law.value(torch.from_numpy(traj.thetas[-1]))) - float(law.value(theta0))))
+    assert errors[1] < errors[0] / 10
+
+
+def test_thm21_corrected_law_constant_plain_law_decays():
+    result = thm21(quick=True)
+    assert result["corrected_max_rel_deviation"] < 1e-9
+    assert result["plain_vs_exp_minus_2Lambda"] < 1e-9
+    assert result["plain_rel_change"] == pytest.approx(1 - math.exp(-2 * result["Lambda_end"]), rel=1e-6)
+
+
+def test_lr_sweep_exponents_law_two_control_one():
+    result = lr_sweep(quick=True)
+    assert 1.7 <= result["exponent_conserved"] <= 2.3
+    assert 0.7 <= result["exponent_control"] <= 1.3
+
+
+def test_prop51_bound_and_decaying_steps():
+    result = prop51(quick=True)
+    assert all(c["pass"] for c in result["claims"])
+    assert result["results"]["decaying"]["bound_ratio_max"] < 1.0
+
+
+def test_appR_sign_descent():
+    result = appR()
+    assert result["scalar_abs_law_drift"] < 1e-12 and result["larger_num_laws"] == 0
+
+
+def test_cifar_reader_parses_the_python_batch_format(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)
+    write_python_batches(tmp_path, images, np.arange(10) % 10, per_batch=2)
+    x, y = load_cifar10(tmp_path)
+    assert x.shape == (10, 3, 32, 32) and y.tolist() == list(range(10))
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as fh:
+        raw = pickle.load(fh, encoding="bytes")
+    assert raw[b"data"].shape == (2, 3072)
+    assert abs(float(x[0, 0, 0, 0]) - (images[0, 0, 0, 0] / 255 - 0.4914) / 0.2470) < 1e-5
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(ConslawError, match="data_batch_3 is missing"):
+        load_cifar10(tmp_path)
+    with pytest.raises(ConslawError, match=r"batches\.meta is missing"):
+        load_cifar10(tmp_path / "nothing")
+
+
+def test_fig1_quick_runs_resumes_and_trains_on_cifar_format(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
+    write_python_batches(tmp_path / "data", images, np.arange(20) % 10, per_batch=4)
+    result = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    keys = {"experiment", "synthetic", "runs", "learning_rates", "seeds", "steps", "exponent_conserved",
+            "exponent_control", "figure", "results"}
+    assert keys <= set(result) and result["synthetic"] is False and result["runs"] == 6
+    assert (tmp_path / "out" / "fig1" / "fig1.png").exists()
+    assert 1.7 <= result["exponent_conserved"] <= 2.3
+    again = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    assert again["exponent_conserved"] == result["exponent_conserved"]  # resumed from the saved runs
+    saved = json.loads((tmp_path / "out" / "fig1" / "fig1.json").read_text())
+    assert saved["runs"] == 6
+
+
+def test_unknown_experiment_names_the_available_ones():
+    with pytest.raises(ConslawError, match="fig5, the Transformer on IMDb, is not implemented yet"):
+        reproduce("fig5")

@@ -46,7 +46,8 @@ class LawMonitor:
     """Track laws of ``model`` during training (see the module docstring)."""
 
     def __init__(self, model: nn.Module, laws: Sequence[Law], weight_decay: float | Callable[[int], float] = 0.0,
-                 groups: dict[str, list[int]] | None = None, space: ParamSpace | None = None) -> None:
+                 groups: dict[str, list[int]] | None = None, space: ParamSpace | None = None,
+                 estimate_constants: bool = True) -> None:
         self.model = model
         self.space = space or ParamSpace.from_module(model)
         self.laws = list(laws)
@@ -59,6 +60,9 @@ class LawMonitor:
                                    "have", "monitor the laws found for this very model")
         self.weight_decay = weight_decay if callable(weight_decay) else (lambda k, wd=weight_decay: wd)
         self.groups = groups or {}
+        #: accumulate |grad|^2 at every step for C_L of Prop 5.1 (one more pass over the gradients)
+        self.estimate_constants = estimate_constants
+        self._vectorized = self._build_vectorized()
         self.values: list[np.ndarray] = []
         self.corrected: list[np.ndarray] = []
         self.losses: list[float] = []
@@ -71,17 +75,84 @@ class LawMonitor:
         params = dict(self.model.named_parameters())
         return torch.cat([params[n].detach().to(DTYPE).reshape(-1) for n in self.space.names])
 
+    def _build_vectorized(self):
+        """Fast evaluation: laws made of squared norms of parameter slices (rescaling laws) from per-axis
+        float64 norms of the parameters; all other quadratic laws by one gather over the parameters they use."""
+        if not all(isinstance(law, QuadraticLaw) for law in self.laws):
+            return None
+        slots: dict[tuple[str, int], list] = {}
+        gathered = []
+        for j, law in enumerate(self.laws):
+            terms = getattr(law, "norm_terms", None)
+            if terms:
+                for sign, slot in terms:
+                    entry = slots.setdefault((slot.name, slot.axis), [[], [], []])
+                    entry[0] += list(slot.units)
+                    entry[1] += [j] * len(slot.units)
+                    entry[2] += [sign] * len(slot.units)
+            else:
+                gathered.append(j)
+        slot_plan = [(name, axis, torch.tensor(u), torch.tensor(seg), torch.tensor(sign, dtype=DTYPE))
+                     for (name, axis), (u, seg, sign) in slots.items()]
+        names = sorted({p for j in gathered for p in self.laws[j].params}, key=self.space.names.index)
+        offsets, start = {}, 0
+        for name in names:
+            offsets[name] = (self.space.slice(name).start, start)
+            start += self.space.numel(name)
+
+        def compact(index: torch.Tensor) -> torch.Tensor:
+            out = index.clone()
+            for name in names:
+                sl = self.space.slice(name)
+                inside = (index >= sl.start) & (index < sl.stop)
+                out[inside] = index[inside] - sl.start + offsets[name][1]
+            return out
+
+        laws = [self.laws[j] for j in gathered]
+        cat = (lambda xs, dt=torch.long: torch.cat(xs) if xs else torch.zeros(0, dtype=dt))  # noqa: E731
+        gather_plan = (
+            names, torch.tensor(gathered, dtype=torch.long),
+            compact(cat([law.quad[0] for law in laws])), compact(cat([law.quad[1] for law in laws])),
+            cat([law.quad[2] for law in laws], DTYPE),
+            cat([torch.full((law.quad[0].numel(),), k) for k, law in enumerate(laws)]),
+            compact(cat([law.lin[0] for law in laws])), cat([law.lin[1] for law in laws], DTYPE),
+            cat([torch.full((law.lin[0].numel(),), k) for k, law in enumerate(laws)]))
+        return slot_plan, gather_plan
+
+    def _evaluate_fast(self, scale: float) -> np.ndarray:
+        slot_plan, (names, rows, qi, qj, qc, seg_q, lk, lc, seg_l) = self._vectorized
+        params = dict(self.model.named_parameters())
+        out = torch.zeros(len(self.laws), dtype=DTYPE)
+        with torch.no_grad():
+            for name, axis, units, seg, sign in slot_plan:
+                p = params[name].detach()
+                dims = [d for d in range(p.dim()) if d != axis]
+                norms = torch.linalg.vector_norm(p, dim=dims, dtype=DTYPE) if dims else p.to(DTYPE).abs()
+                out.index_add_(0, seg, sign * norms.square()[units])
+            out *= scale ** 2
+            if len(rows):
+                theta = torch.cat([params[n].detach().to(DTYPE).reshape(-1) for n in names]) * scale
+                part = torch.zeros(len(rows), dtype=DTYPE).index_add(0, seg_q, qc * theta[qi] * theta[qj])
+                part = part.index_add(0, seg_l, lc * theta[lk])
+                out[rows] = part
+        return out.numpy()
+
     def _evaluate(self, theta: torch.Tensor) -> np.ndarray:
         return np.array([float(law.value(theta)) for law in self.laws])
 
     def record(self, loss: float | None = None) -> None:
-        theta = self.theta()
-        values = self._evaluate(theta)
+        if self._vectorized is not None:
+            values = self._evaluate_fast(1.0)
+            corrected = self._evaluate_fast(math.exp(self.Lambda)) if self.Lambda else values
+        else:
+            theta = self.theta()
+            values = self._evaluate(theta)
+            corrected = self._evaluate(theta * math.exp(self.Lambda)) if self.Lambda else values
         if not np.all(np.isfinite(values)) or (loss is not None and not math.isfinite(loss)):
             warnings.warn(f"non-finite law value or loss at step {len(self.values)}: recorded as is; "
                           "the training code decides what to do", RuntimeWarning, stacklevel=2)
         self.values.append(values)
-        self.corrected.append(self._evaluate(theta * math.exp(self.Lambda)) if self.Lambda else values)
+        self.corrected.append(corrected)
         self.losses.append(float("nan") if loss is None else float(loss))
 
     def step(self, lr: float | None = None, loss: float | None = None) -> None:
@@ -94,9 +165,10 @@ class LawMonitor:
             self.Lambda += -math.log1p(-lr * lam)
         if lr is not None:
             self.lrs.append(lr)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads:
-            self.grad_sq.append(float(sum(g.detach().to(DTYPE).square().sum() for g in grads)))
+        if self.estimate_constants:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:
+                self.grad_sq.append(float(sum(torch.linalg.vector_norm(g, dtype=DTYPE) ** 2 for g in grads)))
         self.record(loss)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Callable:

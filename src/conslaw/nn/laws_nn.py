@@ -55,6 +55,8 @@ class Slot:
     name: str
     index: torch.Tensor
     text: str
+    axis: int = 0
+    units: tuple[int, ...] = ()
 
 
 def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: list[int] | None = None) -> Slot:
@@ -64,13 +66,16 @@ def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: lis
         sel = idx.index_select(axis, torch.tensor(cols))
         label = f"{cols[0]}:{cols[-1] + 1}" if len(cols) > 1 and cols == list(range(cols[0], cols[-1] + 1)) \
             else ",".join(map(str, cols))
+        units = tuple(cols)
     else:
         sel = idx.select(axis, k) if isinstance(k, int) else idx[(slice(None),) * axis + (k,)]
         label = str(k) if isinstance(k, int) else f"{k.start}:{k.stop}"
+        units = (k,) if isinstance(k, int) else tuple(range(k.start, k.stop))
     parts = [":"] * idx.dim()
     parts[axis] = label
     text = f"{name}[{','.join(parts)}]" if idx.dim() > 1 else f"{name}[{label}]"
-    return Slot(name, sel.reshape(-1).clone(), text)  # a copy: a view would keep the whole index tensor alive
+    # a copy: a view would keep the whole index tensor alive
+    return Slot(name, sel.reshape(-1).clone(), text, axis, units)
 
 
 _INDEX_CACHE: dict[tuple[int, str], torch.Tensor] = {}
@@ -92,6 +97,8 @@ def balance_law(name: str, plus: list[Slot], minus: list[Slot], family: str, mod
     params = tuple(dict.fromkeys(s.name for s in plus + minus))
     law = QuadraticLaw.inner_difference(name, formula, params, plus=[(s.index, s.index) for s in plus],
                                         minus=[(s.index, s.index) for s in minus])
+    # sum_(sign, slot) sign |slot|^2: lets a monitor evaluate it from per-axis norms of the parameters
+    law.norm_terms = [(1.0, s) for s in plus] + [(-1.0, s) for s in minus]
     return ModuleLaw(law, family, module, approximate_cause=cause)
 
 

@@ -210,5 +210,5 @@ def test_discover_finds_the_normalization_laws_of_a_small_model(tmp_path, norm, 
 def test_reproduce_command_json(tmp_path):
     data = json.loads(conslaw("reproduce", "appR", "--quick", "--out", str(tmp_path), "--json").stdout)
     assert data["experiment"] == "appR" and all(c["pass"] for c in data["claims"])
-    proc = conslaw("reproduce", "fig5")
-    assert proc.returncode == 2 and "not implemented yet" in proc.stderr
+    proc = conslaw("reproduce", "fig9")
+    assert proc.returncode == 2 and "unknown experiment 'fig9'" in proc.stderr

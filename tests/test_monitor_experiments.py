@@ -136,5 +136,41 @@ def test_fig1_quick_runs_resumes_and_trains_on_cifar_format(tmp_path):
 
 
 def test_unknown_experiment_names_the_available_ones():
-    with pytest.raises(ConslawError, match="fig5, the Transformer on IMDb, is not implemented yet"):
-        reproduce("fig5")
+    with pytest.raises(ConslawError, match="use one of thm21, prop51, sweep, appR, fig1, fig5, all"):
+        reproduce("fig9")
+
+
+def write_imdb(root, reviews):
+    for split in ("train", "test"):
+        for label, texts in reviews.items():
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, text in enumerate(texts):
+                (folder / f"{i}_{7 if label == 'pos' else 2}.txt").write_text(text)
+
+
+def test_imdb_reader_parses_the_acl_imdb_folders(tmp_path):
+    from conslaw.data.imdb import load_imdb
+
+    write_imdb(tmp_path, {"pos": ["A great, great movie!<br />Loved it.", "great fun"],
+                          "neg": ["Awful. Just awful movie", "boring"]})
+    ids, labels, vocab = load_imdb(tmp_path, length=6, vocab_size=5)
+    assert labels.tolist() == [1, 1, 0, 0] and ids.shape == (4, 6)
+    assert vocab[:3] == ["<pad>", "<unk>", "great"]
+    assert ids[0].tolist()[:3] == [vocab.index("<unk>"), vocab.index("great"), vocab.index("great")]
+    assert ids[3].tolist() == [1, 0, 0, 0, 0, 0]  # "boring" is out of the 5-word vocabulary, then padding
+    with pytest.raises(ConslawError, match="train/pos and train/neg are missing"):
+        load_imdb(tmp_path / "nothing")
+
+
+def test_fig5_quick_on_imdb_format_masked_and_unmasked(tmp_path):
+    words = [f"w{i}" for i in range(40)]
+    rng = np.random.default_rng(0)
+    write_imdb(tmp_path / "data", {label: [" ".join(rng.choice(words, 40)) for _ in range(12)]
+                                   for label in ("pos", "neg")})
+    result = reproduce("fig5", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    assert result["synthetic"] is False and result["runs"] == 12
+    for key in ("unmasked", "masked"):
+        assert 1.7 <= result["by_mask"][key]["exponent_conserved"] <= 2.3
+        assert 0.7 <= result["by_mask"][key]["exponent_control"] <= 1.3
+    assert (tmp_path / "out" / "fig5" / "fig5.png").exists()

@@ -152,3 +152,8 @@ def test_torchvision_resnet18_when_importable():
     model = models.resnet18(num_classes=10)
     result = find_laws(model, torch.randn(2, 3, 32, 32), "cross_entropy", numeric=False)
     assert result.named_laws > 3000 and not [law for law in result.laws if law.status == "failed"]
+
+
+def test_numeric_false_skips_the_lie_count():
+    result = run("mlp", numeric=False)
+    assert result.numeric_laws is None and result.named_laws == 13

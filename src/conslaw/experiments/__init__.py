@@ -12,6 +12,11 @@ def _fig1(quick, data, out):
     return run(quick=quick, data=data, out=out)
 
 
+def _fig5(quick, data, out):
+    from .fig5 import run
+    return run(quick=quick, data=data, out=out)
+
+
 def _small(name):
     def runner(quick, data, out):
         from . import small
@@ -25,6 +30,7 @@ EXPERIMENTS: dict[str, Callable] = {
     "sweep": _small("lr_sweep"),
     "appR": _small("appR"),
     "fig1": _fig1,
+    "fig5": _fig5,
 }
 
 
@@ -35,6 +41,5 @@ def reproduce(name: str, quick: bool = True, data: str | None = None, out: str =
         claims = [dict(c, experiment=key) for key, r in results.items() for c in r["claims"]]
         return {"experiment": "all", "results": results, "claims": claims, "all_pass": all(c["pass"] for c in claims)}
     if name not in EXPERIMENTS:
-        hint = " (fig5, the Transformer on IMDb, is not implemented yet)" if name == "fig5" else ""
-        raise ConslawError(f"unknown experiment {name!r}{hint}", f"use one of {', '.join(EXPERIMENTS)}, all")
+        raise ConslawError(f"unknown experiment {name!r}", f"use one of {', '.join(EXPERIMENTS)}, all")
     return EXPERIMENTS[name](quick, data, out)

@@ -16,8 +16,11 @@ from torch import nn
 
 class TransformerClassifier(nn.Module):
     def __init__(self, vocab: int = 50, tokens: int = 8, dim: int = 16, heads: int = 2, hidden: int = 32,
-                 layers: int = 1, classes: int = 2, norm_first: bool = False) -> None:
+                 layers: int = 1, classes: int = 2, norm_first: bool = False, causal: bool = False) -> None:
         super().__init__()
+        #: a causal attention mask (the "masked" runs of Figure 5)
+        self.causal = causal
+        self.register_buffer("mask", torch.triu(torch.full((tokens, tokens), float("-inf")), 1), persistent=False)
         self.embed = nn.Embedding(vocab, dim)
         self.position = nn.Parameter(torch.randn(tokens, dim) * 0.1)
         layer = nn.TransformerEncoderLayer(dim, heads, hidden, dropout=0.0, batch_first=True, norm_first=norm_first)
@@ -26,7 +29,8 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, tokens):
         x = self.embed(tokens) + self.position
-        return self.head(self.encoder(x).mean(dim=1))
+        x = self.encoder(x, mask=self.mask) if self.causal else self.encoder(x)
+        return self.head(x.mean(dim=1))
 
 
 class SingleHeadAttention(nn.Module):

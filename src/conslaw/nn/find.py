@@ -128,11 +128,11 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name) -> Mode
     verify(findings.laws, fields, theta, batches, seed)
     exact = [law for law in findings.laws if law.status == "exact"]
     named = independent_count(exact, theta, space.D)
-    numeric = numeric_seconds = gap = None
+    numeric_laws = numeric_seconds = gap = None
     if numeric or (numeric is None and space.D <= NUMERIC_MAX_D):
         t0 = time.perf_counter()
         lie = lie_trace_dimension(fields, theta, seed=seed)
-        numeric, numeric_seconds, gap = lie.num_laws, time.perf_counter() - t0, lie.spectral_gap
+        numeric_laws, numeric_seconds, gap = lie.num_laws, time.perf_counter() - t0, lie.spectral_gap
         findings.warnings += lie.warnings
     covered = {p for law in findings.laws if law.status in ("exact", "approximate") for p in law.law.params}
     uncovered = [p for p in space.names if p not in covered]
@@ -141,7 +141,7 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name) -> Mode
             findings.warnings.append(f"law {law.law.name!r} ({law.family}) failed verification: residual "
                                      f"{law.max_residual:.2e}")
     return ModelLaws(model_name=name or type(model).__name__, D=space.D, laws=findings.laws, named_laws=named,
-                     numeric_laws=numeric, uncovered_params=uncovered, loss=loss,
+                     numeric_laws=numeric_laws, uncovered_params=uncovered, loss=loss,
                      seconds=time.perf_counter() - start, numeric_seconds=numeric_seconds, numeric_gap=gap,
                      warnings=findings.warnings, notes=findings.notes)
 

@@ -174,3 +174,14 @@ def test_fig5_quick_on_imdb_format_masked_and_unmasked(tmp_path):
         assert 1.7 <= result["by_mask"][key]["exponent_conserved"] <= 2.3
         assert 0.7 <= result["by_mask"][key]["exponent_control"] <= 1.3
     assert (tmp_path / "out" / "fig5" / "fig5.png").exists()
+
+
+@pytest.mark.parametrize("shape, axis", [((4, 5, 3, 3), 1), ((4, 5, 3, 3), 0), ((6, 7), 1), ((7,), 0),
+                                         ((2, 3, 4), 2)])
+def test_squared_norms_along_an_axis(shape, axis):
+    from conslaw.monitor import squared_norms
+
+    p = torch.randn(*shape, dtype=torch.float32)
+    others = [d for d in range(len(shape)) if d != axis]
+    expected = p.double().square().sum(dim=others) if others else p.double().square()
+    torch.testing.assert_close(squared_norms(p, axis), expected, rtol=1e-12, atol=1e-12)

@@ -185,3 +185,29 @@ def test_squared_norms_along_an_axis(shape, axis):
     others = [d for d in range(len(shape)) if d != axis]
     expected = p.double().square().sum(dim=others) if others else p.double().square()
     torch.testing.assert_close(squared_norms(p, axis), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_monitor_exports_table_csv_json_plot_and_frobenius_groups(tmp_path):
+    model, laws = mlp_and_laws()
+    monitor = LawMonitor(model, laws, groups={"first two": [0, 1]})
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        monitor.step(lr=1e-2, loss=float(loss))
+    errors = monitor.relative_errors()
+    values = np.array(monitor.values)
+    frob = np.linalg.norm(values[-1, :2] - values[0, :2]) / np.linalg.norm(values[0, :2])
+    assert errors.shape == (4, len(laws) + 1) and errors[-1, -1] == pytest.approx(frob)
+    monitor.to_csv(tmp_path / "laws.csv")
+    monitor.to_json(tmp_path / "laws.json")
+    monitor.plot(tmp_path / "laws.png")
+    rows = (tmp_path / "laws.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("step,loss,")
+    assert json.loads((tmp_path / "laws.json").read_text())["losses"][1] == pytest.approx(monitor.losses[1])
+    assert (tmp_path / "laws.png").stat().st_size > 1000
+    bound = monitor.prop51_bound()
+    assert bound.shape == (4,) and np.all(np.diff(bound) > 0)

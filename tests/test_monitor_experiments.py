@@ -197,7 +197,7 @@ def test_monitor_exports_table_csv_json_plot_and_frobenius_groups(tmp_path):
         loss = ((model(x) - y) ** 2).mean()
         loss.backward()
         opt.step()
-        monitor.step(lr=1e-2, loss=float(loss))
+        monitor.step(lr=1e-2, loss=float(loss.detach()))
     errors = monitor.relative_errors()
     values = np.array(monitor.values)
     frob = np.linalg.norm(values[-1, :2] - values[0, :2]) / np.linalg.norm(values[0, :2])

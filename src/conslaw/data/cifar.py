@@ -7,10 +7,7 @@ channel-major 32x32 images, and b"labels": list of ints) and ``batches.meta`` (b
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +77,6 @@ def write_python_batches(folder: Path, images: np.ndarray, labels: np.ndarray, p
 
 def download(folder: str | Path) -> Path:
     """Download and check (md5) the python version of CIFAR-10 into ``folder`` (needs internet)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    archive = folder / "cifar-10-python.tar.gz"
-    if not archive.exists():
-        urllib.request.urlretrieve(URL, archive)
-    digest = hashlib.md5(archive.read_bytes()).hexdigest()
-    if digest != MD5:
-        raise ConslawError(f"{archive} has md5 {digest}, expected {MD5}", "delete it and download again")
-    with tarfile.open(archive) as tar:
-        tar.extractall(folder, filter="data")
-    return find_root(folder)
+    from .download import fetch
+
+    return find_root(fetch(URL, MD5, folder))

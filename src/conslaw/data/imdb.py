@@ -8,10 +8,7 @@ every review to ``length`` tokens.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import tarfile
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -73,14 +70,6 @@ def synthetic_imdb(n: int = 512, vocab_size: int = 200, length: int = 32, seed: 
 
 def download(folder: str | Path) -> Path:
     """Download and check (md5) aclImdb_v1.tar.gz into ``folder`` (needs internet)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    archive = folder / "aclImdb_v1.tar.gz"
-    if not archive.exists():
-        urllib.request.urlretrieve(URL, archive)
-    digest = hashlib.md5(archive.read_bytes()).hexdigest()
-    if digest != MD5:
-        raise ConslawError(f"{archive} has md5 {digest}, expected {MD5}", "delete it and download again")
-    with tarfile.open(archive) as tar:
-        tar.extractall(folder, filter="data")
-    return find_root(folder)
+    from .download import fetch
+
+    return find_root(fetch(URL, MD5, folder))

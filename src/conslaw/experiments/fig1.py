@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..flows import fit_exponent
 from ..laws import QuadraticLaw
 from ..models import resnet18_cifar
-from ..monitor import LawMonitor, sum_of_laws
+from ..monitor import sum_of_laws
 from ..nn import find_laws
 from ..params import ParamSpace
+from .training import train_monitored
 
 
 def block_laws(model) -> tuple[QuadraticLaw, QuadraticLaw]:
@@ -63,16 +63,7 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
             torch.manual_seed(seed)
             model = resnet18_cifar(width=width)
             h, control = block_laws(model)
-            monitor = LawMonitor(model, [h, control])
-            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
-            order = torch.Generator().manual_seed(1000 + seed)
-            for _ in range(steps):
-                idx = torch.randint(0, len(images), (batch,), generator=order)
-                opt.zero_grad()
-                loss = F.cross_entropy(model(images[idx]), labels[idx])
-                loss.backward()
-                opt.step()
-                monitor.step(lr=lr, loss=float(loss.detach()))
+            monitor = train_monitored(model, [h, control], images, labels, lr, steps, batch, seed)
             errors = monitor.relative_errors()
             record = {"lr": lr, "seed": seed, "errors_law": errors[:, 0].tolist(),
                       "errors_control": errors[:, 1].tolist(), "losses": monitor.losses[1:]}

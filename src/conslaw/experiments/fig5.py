@@ -15,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..flows import fit_exponent
 from ..laws import QuadraticLaw
 from ..models import TransformerClassifier
-from ..monitor import LawMonitor
 from ..nn import find_laws
 from ..params import ParamSpace
+from .training import train_monitored
 
 
 def head_laws(model, tokens):
@@ -75,16 +74,7 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
                 torch.manual_seed(seed)
                 model = TransformerClassifier(len(vocab), length, dim, heads, hidden, 1, 2, causal=masked).double()
                 laws, weights, control = head_laws(model, tokens)
-                monitor = LawMonitor(model, [*laws, control], estimate_constants=False)
-                opt = torch.optim.SGD(model.parameters(), lr=lr)
-                order = torch.Generator().manual_seed(1000 + seed)
-                for _ in range(steps):
-                    idx = torch.randint(0, len(tokens), (batch,), generator=order)
-                    opt.zero_grad()
-                    loss = F.cross_entropy(model(tokens[idx]), labels[idx])
-                    loss.backward()
-                    opt.step()
-                    monitor.step(lr=lr, loss=float(loss.detach()))
+                monitor = train_monitored(model, [*laws, control], tokens, labels, lr, steps, batch, seed)
                 values = np.array(monitor.values)
                 record = {"masked": masked, "lr": lr, "seed": seed,
                           "errors_law": frobenius_error(values[:, :-1], weights).tolist(),

@@ -547,5 +547,3 @@ def attention_laws(space: ParamSpace, name: str, m: nn.MultiheadAttention, findi
 def is_relu(fn) -> bool:
     return fn in (F.relu, torch.relu) or isinstance(fn, nn.ReLU)
 
-
-_ = operator  # operator.add marks skip connections; kept for handlers that inspect them

@@ -6,7 +6,6 @@ stderr. Bad input prints one line ``conslaw: error: ...`` and exits with 2.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -24,29 +23,39 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 POSITIONAL = {**CONTEXT, "ignore_unknown_options": True}
 
 
-def common_options(fn):
-    """Options shared by every ``count`` form."""
+def compose(*decorators):
+    """One decorator applying ``decorators`` in order (the first is the outermost option)."""
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
 
-    @click.option("--flow", type=click.Choice(["gradient", "sign"]), default="gradient", show_default=True,
-                  help="gradient flow (eq. 4) or sign/Adam flow (eq. 12)")
-    @click.option("--fields", type=click.Choice(["reparam", "model"]), default=None,
-                  help="dphi^T a (eq. 9) or d_theta g^T w (Cor 2.5); default: reparam where the catalog has phi")
-    @click.option("--init", type=click.Choice(["gaussian", "positive"]), default="gaussian", show_default=True,
-                  help="distribution of the random theta")
-    @click.option("--seed", type=int, default=0, show_default=True, help="seed of theta and of every random draw")
-    @click.option("--theta", "theta_file", type=click.Path(dir_okay=False), default=None,
-                  help="evaluate at this theta (.npy, .json list or whitespace-separated text of D numbers)")
-    @click.option("--residual", is_flag=True, help="wrap the block in a skip connection x + g(x) (Prop 3.2)")
-    @click.option("--block", default=None,
-                  help="comma-separated parameter names: count the laws depending on these only (Prop 4.3)")
-    @click.option("--rtol", type=float, default=1e-8, show_default=True, help="relative rank threshold")
-    @click.option("--show-laws", is_flag=True, help="list the catalog's closed-form laws")
-    @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
 
-    return wrapper
+FIELDS_OPTION = click.option("--fields", type=click.Choice(["reparam", "model"]), default=None,
+                             help="dphi^T a (eq. 9) or d_theta g^T w (Cor 2.5); default: reparam where the "
+                                  "catalog has phi")
+INIT_OPTION = click.option("--init", type=click.Choice(["gaussian", "positive"]), default="gaussian",
+                           show_default=True, help="distribution of the random theta")
+SEED_OPTION = click.option("--seed", type=int, default=0, show_default=True,
+                           help="seed of theta and of every random draw")
+RESIDUAL_OPTION = click.option("--residual", is_flag=True,
+                               help="wrap the block in a skip connection x + g(x) (Prop 3.2)")
+BLOCK_OPTION = click.option("--block", default=None,
+                            help="comma-separated parameter names: the laws depending on these only (Prop 4.3)")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+
+#: options of every ``count`` form
+common_options = compose(
+    click.option("--flow", type=click.Choice(["gradient", "sign"]), default="gradient", show_default=True,
+                 help="gradient flow (eq. 4) or sign/Adam flow (eq. 12)"),
+    FIELDS_OPTION, INIT_OPTION, SEED_OPTION,
+    click.option("--theta", "theta_file", type=click.Path(dir_okay=False), default=None,
+                 help="evaluate at this theta (.npy, .json list or whitespace-separated text of D numbers)"),
+    RESIDUAL_OPTION, BLOCK_OPTION,
+    click.option("--rtol", type=float, default=1e-8, show_default=True, help="relative rank threshold"),
+    click.option("--show-laws", is_flag=True, help="list the catalog's closed-form laws"),
+    JSON_OPTION)
 
 
 def load_theta(path: str | None) -> torch.Tensor | None:
@@ -222,15 +231,9 @@ def model_discover_command(spec: str) -> click.Command:
     @discover_options
     def command(input_shape, loss, degree, homogeneous, fields, init, seed, residual, block, as_json):
         from .nn.find import check_model
-        from .nn.load import load_model
         from .nn.verify import LossGradFields, analysis_copy
 
-        shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
-        name, module, example, default_loss = load_model(spec, shape)
-        if shape is not None:
-            example = torch.randn(*shape)
-        if example is None:
-            raise ConslawError(f"{spec} gives no example input", "pass --input-shape")
+        name, module, example, default_loss = model_and_input(spec, input_shape)
         check_model(module, example)
         work = analysis_copy(module)
         example = example.double() if torch.is_floating_point(example) else example
@@ -242,22 +245,11 @@ def model_discover_command(spec: str) -> click.Command:
     return command
 
 
-def discover_options(fn):
-    @click.option("--degree", required=True, help="maximal degree K of the polynomial laws")
-    @click.option("--homogeneous", is_flag=True, help="only homogeneous polynomials of degree K")
-    @click.option("--fields", type=click.Choice(["reparam", "model"]), default=None,
-                  help="field source; default: reparam where the catalog has phi")
-    @click.option("--init", type=click.Choice(["gaussian", "positive"]), default="gaussian", show_default=True,
-                  help="distribution of the sampled theta")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--residual", is_flag=True, help="wrap the block in a skip connection x + g(x)")
-    @click.option("--block", default=None, help="comma-separated parameter names: laws of these only (Prop 4.3)")
-    @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
-
-    return wrapper
+#: options of every ``discover`` form
+discover_options = compose(
+    click.option("--degree", required=True, help="maximal degree K of the polynomial laws"),
+    click.option("--homogeneous", is_flag=True, help="only homogeneous polynomials of degree K"),
+    FIELDS_OPTION, INIT_OPTION, SEED_OPTION, RESIDUAL_OPTION, BLOCK_OPTION, JSON_OPTION)
 
 
 def run_discover(arch: Architecture, degree, homogeneous, fields, init, seed, block, as_json):
@@ -288,6 +280,19 @@ def report_discovery(name, label, source, degree, homogeneous, init, seed, block
 register_arch_commands(discover, discover_options, run_discover)
 
 
+def model_and_input(spec: str, input_shape: str | None):
+    """(name, module, example input, default loss) for MODEL and an optional --input-shape like 2,3,32,32."""
+    from .nn.load import load_model
+
+    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
+    name, module, example, default_loss = load_model(spec, shape)
+    if shape is not None:
+        example = torch.randn(*shape)
+    if example is None:
+        raise ConslawError(f"{spec} gives no example input", "pass --input-shape, e.g. --input-shape 2,3,32,32")
+    return name, module, example, default_loss
+
+
 def parse_int(text, what: str) -> int:
     try:
         return int(text)
@@ -314,7 +319,6 @@ def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_jso
     """Find, verify and count the conservation laws of MODEL (built-in, FILE.py:FUNCTION or pkg.mod:FUNCTION)."""
     from .models import BUILTINS
     from .nn import find_laws
-    from .nn.load import load_model
 
     if show_list:
         if as_json:
@@ -325,12 +329,7 @@ def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_jso
         return
     if model is None:
         raise click.UsageError("missing MODEL; run 'conslaw laws --list' for the built-in models")
-    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
-    name, module, example, default_loss = load_model(model, shape)
-    if shape is not None:
-        example = torch.randn(*shape)
-    if example is None:
-        raise ConslawError(f"{model} gives no example input", "pass --input-shape, e.g. --input-shape 2,3,32,32")
+    name, module, example, default_loss = model_and_input(model, input_shape)
     result = find_laws(module, example, loss or default_loss or "mse", batches=batches, seed=seed,
                        numeric=numeric, name=name)
     data = result.as_dict()
@@ -366,15 +365,9 @@ def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_jso
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 def rebalance_cmd(model, input_shape, loss, target, save_path, as_json):
     """Move MODEL along its symmetry orbits until its laws reach TARGET; the function is unchanged."""
-    from .nn.load import load_model
     from .rebalance import rebalance
 
-    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
-    name, module, example, default_loss = load_model(model, shape)
-    if shape is not None:
-        example = torch.randn(*shape)
-    if example is None:
-        raise ConslawError(f"{model} gives no example input", "pass --input-shape")
+    name, module, example, default_loss = model_and_input(model, input_shape)
     example = example.double() if torch.is_floating_point(example) else example
     result = rebalance(module.double(), example, loss or default_loss or "mse", target=target)
     x = torch.randn(8, *example.shape[1:], dtype=torch.float64) if torch.is_floating_point(example) else example

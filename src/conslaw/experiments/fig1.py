@@ -24,7 +24,7 @@ from ..models import resnet18_cifar
 from ..monitor import sum_of_laws
 from ..nn import find_laws
 from ..params import ParamSpace
-from .training import train_monitored
+from .training import cached_run, train_monitored
 
 
 def block_laws(model) -> tuple[QuadraticLaw, QuadraticLaw]:
@@ -38,6 +38,16 @@ def block_laws(model) -> tuple[QuadraticLaw, QuadraticLaw]:
     control = QuadraticLaw.from_tensors("control: |fc.weight|^2", "|fc.weight|^2", ("fc.weight",), idx, idx,
                                         torch.ones(idx.numel(), dtype=torch.float64))
     return h, control
+
+
+def one_run(lr: float, seed: int, width: int, images, labels, steps: int, batch: int) -> dict:
+    torch.manual_seed(seed)
+    model = resnet18_cifar(width=width)
+    h, control = block_laws(model)
+    monitor = train_monitored(model, [h, control], images, labels, lr, steps, batch, seed)
+    errors = monitor.relative_errors()
+    return {"lr": lr, "seed": seed, "errors_law": errors[:, 0].tolist(), "errors_control": errors[:, 1].tolist(),
+            "losses": monitor.losses[1:]}
 
 
 def run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True) -> dict:
@@ -56,19 +66,8 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
     runs = []
     for seed in tqdm(range(seeds), desc="fig1 seeds", disable=not progress):
         for lr in lrs:
-            path = out_dir / "runs" / f"lr{lr:g}_seed{seed}.json"
-            if path.exists():
-                runs.append(json.loads(path.read_text()))
-                continue
-            torch.manual_seed(seed)
-            model = resnet18_cifar(width=width)
-            h, control = block_laws(model)
-            monitor = train_monitored(model, [h, control], images, labels, lr, steps, batch, seed)
-            errors = monitor.relative_errors()
-            record = {"lr": lr, "seed": seed, "errors_law": errors[:, 0].tolist(),
-                      "errors_control": errors[:, 1].tolist(), "losses": monitor.losses[1:]}
-            path.write_text(json.dumps(record))
-            runs.append(record)
+            runs.append(cached_run(out_dir / "runs" / f"lr{lr:g}_seed{seed}.json",
+                                   lambda lr=lr, seed=seed: one_run(lr, seed, width, images, labels, steps, batch)))
     final = {name: [float(np.mean([r[f"errors_{name}"][-1] for r in runs if r["lr"] == lr])) for lr in lrs]
              for name in ("law", "control")}
     result = {"experiment": "fig1", "synthetic": synthetic, "runs": len(runs), "learning_rates": lrs,

@@ -22,7 +22,7 @@ from ..laws import QuadraticLaw
 from ..models import TransformerClassifier
 from ..nn import find_laws
 from ..params import ParamSpace
-from .training import train_monitored
+from .training import cached_run, train_monitored
 
 
 def head_laws(model, tokens):
@@ -49,6 +49,19 @@ def frobenius_error(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.sqrt((weights * diff ** 2).sum(axis=1)) / np.sqrt((weights * values[0] ** 2).sum())
 
 
+def one_run(lr: float, seed: int, masked: bool, shape: tuple, tokens, labels, steps: int, batch: int) -> dict:
+    vocab, length, dim, heads, hidden = shape
+    torch.manual_seed(seed)
+    model = TransformerClassifier(vocab, length, dim, heads, hidden, 1, 2, causal=masked).double()
+    laws, weights, control = head_laws(model, tokens)
+    monitor = train_monitored(model, [*laws, control], tokens, labels, lr, steps, batch, seed)
+    values = np.array(monitor.values)
+    return {"masked": masked, "lr": lr, "seed": seed,
+            "errors_law": frobenius_error(values[:, :-1], weights).tolist(),
+            "errors_control": (np.abs(values[:, -1] - values[0, -1]) / abs(values[0, -1])).tolist(),
+            "losses": monitor.losses[1:]}
+
+
 def run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True) -> dict:
     out_dir = Path(out) / "fig5"
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
@@ -67,21 +80,9 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
     for masked in (False, True):
         for seed in tqdm(range(seeds), desc=f"fig5 {'masked' if masked else 'unmasked'}", disable=not progress):
             for lr in lrs:
-                path = out_dir / "runs" / f"{'masked' if masked else 'unmasked'}_lr{lr:g}_seed{seed}.json"
-                if path.exists():
-                    runs.append(json.loads(path.read_text()))
-                    continue
-                torch.manual_seed(seed)
-                model = TransformerClassifier(len(vocab), length, dim, heads, hidden, 1, 2, causal=masked).double()
-                laws, weights, control = head_laws(model, tokens)
-                monitor = train_monitored(model, [*laws, control], tokens, labels, lr, steps, batch, seed)
-                values = np.array(monitor.values)
-                record = {"masked": masked, "lr": lr, "seed": seed,
-                          "errors_law": frobenius_error(values[:, :-1], weights).tolist(),
-                          "errors_control": (np.abs(values[:, -1] - values[0, -1]) / abs(values[0, -1])).tolist(),
-                          "losses": monitor.losses[1:]}
-                path.write_text(json.dumps(record))
-                runs.append(record)
+                name = f"{'masked' if masked else 'unmasked'}_lr{lr:g}_seed{seed}.json"
+                runs.append(cached_run(out_dir / "runs" / name, lambda lr=lr, seed=seed, masked=masked: one_run(
+                    lr, seed, masked, (len(vocab), length, dim, heads, hidden), tokens, labels, steps, batch)))
     by_mask = {}
     for masked in (False, True):
         sub = [r for r in runs if r["masked"] == masked]

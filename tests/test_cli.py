@@ -107,7 +107,14 @@ def test_given_theta_is_used(tmp_path):
 def test_tour_reproduces_every_claim():
     proc = conslaw("tour", "--json")
     data = json.loads(proc.stdout)
-    assert data["all_pass"] and len(data["tour"]) == 24
+    # the paper's numbers, in the order of conslaw.claims.CLAIMS (written here, not read from the code)
+    paper = [10, 6, 4, 5, 7, 3, 3, 6, 20, 12, 4, 4, 4, 2, 6, 0, 3, 1, 0]
+    assert [row["num_laws"] for row in data["claims"]] == paper
+    assert [row["known_laws"] for row in data["claims"]] == paper[:16] + [2, 1, None]
+    # named laws == the engine's count on the built-in models (mlp 13, cnn 15, resnet blocks 13, attention 51)
+    assert [(row["named_laws"], row["engine_laws"]) for row in data["models"]] == \
+        [(13, 13), (15, 15), (13, 13), (13, 13), (51, 51)]
+    assert data["all_pass"]
 
 
 def test_count_block_option():

@@ -10,7 +10,7 @@ from conslaw.bench import degree2_suite, run_discover_suite
 from conslaw.discover import directional_derivatives, discover, monomial_count, monomials, reduced_row_echelon
 from conslaw.errors import ConslawError
 from conslaw.fields import ReparamFields
-from conslaw.formula import compact_formula
+from conslaw.laws import compact_formula
 from conslaw.params import ParamSpace
 
 

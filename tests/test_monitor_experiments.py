@@ -15,7 +15,8 @@ from conslaw.errors import ConslawError
 from conslaw.experiments import reproduce
 from conslaw.experiments.small import appR, lr_sweep, prop51, regression_problem, thm21
 from conslaw.flows import gradient_flow
-from conslaw.monitor import LawMonitor, sum_of_laws
+from conslaw.laws import sum_of_laws
+from conslaw.monitor import LawMonitor
 from conslaw.nn import find_laws
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from conslaw.errors import ConslawError
 from conslaw.models import BUILTINS
-from conslaw.nn import Handler, find_laws, register_handler
+from conslaw.nn import Handler, HandlerRegistry, find_laws, register_handler
 
 
 def run(name, **kw):
@@ -42,7 +42,7 @@ def test_batchnorm_scale_invariance_is_approximate_with_its_cause():
 def test_mlp_laws_read_like_the_paper():
     result = run("mlp")
     formulas = [law.law.formula for law in result.laws]
-    assert "|2.weight[:,0]|^2 - |0.weight[0,:]|^2 - |0.bias[0]|^2" in formulas
+    assert "|2.weight[:,0]|^2 - |0.weight[0,:]|^2 - 0.bias[0]^2" in formulas
     assert result.uncovered_params == ["4.bias"]
 
 
@@ -53,7 +53,7 @@ def test_multihead_attention_laws_hold_on_nn_multiheadattention():
         assert len(attention) == 2 * 2 * (2 * 3 // 2)  # 2 heads of dh = 2: 3 (QK) + 3 (VO) entries each
         assert all(law.status == "exact" for law in attention)
         zero = [law for law in result.laws if law.family == "zero-gradient"]
-        assert len(zero) == 4 and all(law.max_residual < 1e-12 for law in zero)
+        assert len(zero) == 4 and all(law.max_residual < 1e-10 for law in zero)
 
 
 def test_pre_ln_layer_norm_rescaling_laws():
@@ -122,15 +122,19 @@ def test_a_registered_handler_makes_a_custom_module_a_leaf_with_laws():
 
     class ScaleHandler(Handler):
         def laws(self, name, module, space, findings):
-            from conslaw.nn.laws_nn import balance_law, unit_slot
+            from conslaw.laws import balance_law, unit_slot
             findings.laws.append(balance_law("a^2 - b^2", [unit_slot(space, f"{name}.a", 0, 0)],
-                                             [unit_slot(space, f"{name}.b", 0, 0)], "custom", name))
+                                             [unit_slot(space, f"{name}.b", 0, 0)], family="custom", module=name))
 
-    register_handler(Scale, ScaleHandler())
+    registry = HandlerRegistry.default().with_handler(Scale, ScaleHandler())
     model = nn.Sequential(nn.Linear(2, 2), Scale())
-    result = find_laws(model, torch.randn(4, 2))
+    result = find_laws(model, torch.randn(4, 2), handlers=registry)
     custom = [law for law in result.laws if law.family == "custom"]
     assert len(custom) == 1 and custom[0].status == "exact"
+    # the per-call registry left the default one untouched: Scale is unknown there
+    assert HandlerRegistry.default().handler_for(Scale()) is None
+    with pytest.raises(ConslawError, match="already has a handler"):
+        registry.register(Scale, ScaleHandler())
 
 
 def test_unknown_parametric_module_is_reported():

@@ -15,31 +15,15 @@ from dataclasses import dataclass, field
 import torch
 
 from .catalog.base import Architecture
-from .fields import RestrictedFields
-from .laws import Law, LawSet
+from .fields import RestrictedFields, restrict
 from .lie import LieResult, lie_trace_dimension
 from .rank import DEFAULT_RTOL
 
 
-def block_law_set(laws: LawSet, source: RestrictedFields, seed: int) -> LawSet:
-    """The catalog laws touching only the block, as functions of the block's coordinates.
-
-    The other parameters are fixed at a random eta: a law of the block does not depend on them.
-    """
-    eta = source.rest_space.sample(source.init, torch.Generator().manual_seed(seed + 7)) \
-        if source.rest_space is not None else torch.zeros(0)
-    inside = [law for law in laws if set(law.params) <= set(source.block)]
-
-    def restrict(law: Law) -> Law:
-        return Law(name=law.name, formula=law.formula, params=law.params, kind=law.kind,
-                   value_fn=lambda t, law=law: law.value(source.full_theta(t, eta)),
-                   grad_fn=lambda t, law=law: law.grad(source.full_theta(t, eta))[source.block_index])
-
-    return LawSet(source.space, [restrict(law) for law in inside])
-
-
 @dataclass
 class CountResult:
+    """The count of an architecture's laws: the Lie engine's answer and, apart, the catalog's closed forms."""
+
     arch: Architecture
     block: list[str] | None
     fields: str
@@ -53,8 +37,14 @@ class CountResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def lie_laws(self) -> int:
+        """D - dim Lie(W)(theta), computed by the engine without being told the answer (Thm 2.11)."""
+        return self.lie.lie_laws
+
+    @property
     def num_laws(self) -> int:
-        return self.lie.num_laws
+        """Alias of :attr:`lie_laws` (the ``count`` JSON key)."""
+        return self.lie.lie_laws
 
     def as_dict(self) -> dict:
         """The JSON object of ``conslaw count --json`` (DESIGN.md's CLI contract)."""
@@ -103,12 +93,10 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
     of the block's parameter space.
     """
     start = time.perf_counter()
-    source = arch.fields(fields, flow)
+    source = restrict(arch.fields(fields, flow), block, init)
     laws = arch.law_set(flow)
-    if block:
-        source = RestrictedFields(source, block, init)
-        if laws is not None:
-            laws = block_law_set(laws, source, seed)
+    if isinstance(source, RestrictedFields) and laws is not None:
+        laws = laws.restrict(source, source.sample_rest(torch.Generator().manual_seed(seed + 7)))
     space = source.space
     if theta is None:
         theta = space.sample(init, torch.Generator().manual_seed(seed))
@@ -123,7 +111,7 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
             residual = float(laws.residuals(source, theta, generator=torch.Generator().manual_seed(seed)).max())
             if residual > 1e-8:
                 warnings.append(f"a catalog law is not orthogonal to the fields (residual {residual:.2e})")
-    return CountResult(arch=arch, block=source.block if block else None, fields=source.kind, flow=flow,
+    return CountResult(arch=arch, block=source.block if block else None, fields=source.label, flow=flow,
                        init=init, lie=lie,
                        known_laws=known, known_gap=known_gap, max_law_residual=residual,
                        seconds=time.perf_counter() - start, warnings=warnings)

@@ -31,11 +31,10 @@ import torch
 from torch.func import vmap
 
 from .errors import ConslawError
-from .fields import FieldSource
-from .formula import compact_formula, latex_formula
-from .laws import Law, LawSet, QuadraticLaw
+from .fields import FieldSource, restrict
+from .laws import Law, LawSet, QuadraticLaw, compact_formula, latex_formula
 from .lie import LieResult, lie_trace_dimension
-from .rank import DEFAULT_RTOL, numerical_rank
+from .rank import DEFAULT_RTOL, check_rtol, numerical_rank, rank_from_singular_values
 
 #: refuse equation systems larger than this (bytes of the float64 matrix)
 MAX_SYSTEM_BYTES = 4 * 2**30
@@ -187,8 +186,7 @@ class Discovery:
             "polynomial_basis_size": self.basis_size, "equations": self.equations, "unknowns": self.unknowns,
             "null_space_gap": self.null_gap, "seed": self.seed, "seconds": self.seconds,
             "certificate": self.certificate(),
-            "laws": [{"name": law.name, "formula": law.formula, "latex": law.latex, "params": list(law.params)}
-                     for law in self.laws],
+            "laws": [law.as_dict() for law in self.laws],
             "notes": self.notes,
         }
 
@@ -208,7 +206,8 @@ class Discovery:
 
 def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False, init: str = "gaussian",
              seed: int = 0, margin: int = 32, rtol: float = DEFAULT_RTOL, certify: bool = True,
-             max_rounds: int = 8, certify_at: torch.Tensor | None = None) -> Discovery:
+             max_rounds: int = 8, certify_at: torch.Tensor | None = None,
+             block: list[str] | None = None) -> Discovery:
     """All polynomial laws of degree <= ``degree`` of the fields of ``source``.
 
     Every equation uses a fresh random theta and a fresh random field, so the
@@ -217,10 +216,25 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
     that vanish at some theta, as ReLU fields do, give empty equations).
     The certificate's Lie count is taken at ``certify_at`` (e.g. a trained
     model's own parameters) when given, else as the median over three random points.
+
+    Args:
+        source: the fields (catalog, model or loss-gradient).
+        degree: maximal degree K of the polynomials.
+        homogeneous: only homogeneous polynomials of degree K.
+        init: distribution of the random thetas.
+        seed: seed of every random draw.
+        margin: redundant equations required before stopping.
+        rtol: the rank threshold.
+        certify: compare with the Lie count (Thm 2.11).
+        max_rounds: rounds of equations at most.
+        certify_at: the theta of the certificate (a point of the block's space with ``block``).
+        block: parameter names: the laws depending on these only (Prop 4.3).
     """
     start = time.perf_counter()
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
         raise ConslawError(f"degree must be an integer >= 1, got {degree!r}", "use --degree 2 for quadratic laws")
+    rtol = check_rtol(rtol)
+    source = restrict(source, block, init)
     space = source.space
     D = space.D
     unknowns = monomial_count(D, degree, homogeneous)
@@ -234,8 +248,7 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
     rows = torch.zeros(0, unknowns, dtype=torch.float64)
     for _ in range(max_rounds):
         rows = torch.cat([rows, sample_equations(source, mono, unknowns + margin, init, gen)])
-        sv = torch.linalg.svdvals(rows) if rows.shape[0] else torch.zeros(0)
-        rank = int((sv > rtol * sv[0]).sum()) if sv.numel() else 0
+        rank = rank_from_singular_values(torch.linalg.svdvals(rows) if rows.shape[0] else torch.zeros(0), rtol).rank
         if rows.shape[0] - rank >= margin or rank == unknowns:
             break
     _, sv, vh = torch.linalg.svd(rows, full_matrices=True)
@@ -286,18 +299,14 @@ def polynomial_law(space, coef: dict[tuple[int, ...], float | Fraction], index: 
     params = tuple(sorted({space.coordinate_name(i).split("[")[0] for m in coef for i in m},
                           key=space.names.index))
     if all(len(m) <= 2 for m in coef):
-        law = QuadraticLaw.build(f"law {index}", formula, params,
-                                 quad=[(m[0], m[1], float(c)) for m, c in coef.items() if len(m) == 2],
-                                 lin=[(m[0], float(c)) for m, c in coef.items() if len(m) == 1])
-        law.kind = "discovered"
-    else:
-        terms = [(torch.tensor(m, dtype=torch.long), float(c)) for m, c in coef.items()]
+        return QuadraticLaw.build(f"law {index}", formula, params,
+                                  quad=[(m[0], m[1], float(c)) for m, c in coef.items() if len(m) == 2],
+                                  lin=[(m[0], float(c)) for m, c in coef.items() if len(m) == 1],
+                                  origin="discovered", latex=latex, family="discovered")
+    terms = [(torch.tensor(m, dtype=torch.long), float(c)) for m, c in coef.items()]
 
-        def value(theta: torch.Tensor) -> torch.Tensor:
-            return sum(c * theta[m].prod() for m, c in terms)
+    def value(theta: torch.Tensor) -> torch.Tensor:
+        return sum(c * theta[m].prod() for m, c in terms)
 
-        law = Law(name=f"law {index}", formula=formula, params=params, value_fn=value, kind="discovered")
-    law.latex = latex
-    return law
-
-
+    return Law(name=f"law {index}", formula=formula, params=params, value_fn=value, origin="discovered",
+               latex=latex, family="discovered")

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .errors import ConslawError
 from .fields import FieldSource
-from .rank import DEFAULT_RTOL, GAP_WARNING, spectral_gap
+from .rank import DEFAULT_RTOL, GAP_WARNING, check_rtol, rank_from_singular_values, spectral_gap
 
 
 @dataclass
@@ -68,9 +68,14 @@ class LieResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def num_laws(self) -> int:
+    def lie_laws(self) -> int:
         """D - dim Lie(W)(theta): the number of independent conservation laws (Thm 2.11)."""
         return self.D - self.dim
+
+    @property
+    def num_laws(self) -> int:
+        """Alias of :attr:`lie_laws` (the ``count`` JSON key)."""
+        return self.lie_laws
 
     @property
     def spectral_gap(self) -> float | None:
@@ -131,6 +136,7 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
     """
     start_time = time.perf_counter()
     theta = source.space.check_theta(theta)
+    rtol = check_rtol(rtol)
     if margin < 1:
         raise ConslawError(f"margin must be >= 1, got {margin}", "use the default margin=8")
     D = source.space.D
@@ -152,8 +158,8 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
             if basis.shape[0]:
                 rows = rows - (rows @ basis.T) @ basis  # project out the span found so far
             sv, directions = singular_directions(rows)
-            keep = sv > rtol
-            new = int(keep.sum())
+            # rows are on a common unit scale (each bracket divided by its terms' size): absolute threshold
+            new = rank_from_singular_values(sv, rtol, reference=1.0).rank
             if new:
                 basis = torch.cat([basis, directions[:new]])
                 kept_min = min(kept_min or float("inf"), float(sv[new - 1]))
@@ -171,6 +177,8 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
             saturated = True
             break
     bar.close()
+    if not 0 <= basis.shape[0] <= D:
+        raise RuntimeError(f"internal error: the Lie engine found {basis.shape[0]} directions in dimension D = {D}")
     result = LieResult(D=D, dim=basis.shape[0], levels=levels, saturated=saturated,
                        smallest_kept=kept_min, largest_dropped=dropped_max, seed=seed,
                        seconds=time.perf_counter() - start_time, basis=basis)

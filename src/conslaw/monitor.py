@@ -31,15 +31,45 @@ from .laws import Law, QuadraticLaw
 from .params import DTYPE, ParamSpace
 
 
-def sum_of_laws(laws: Sequence[QuadraticLaw], name: str, formula: str | None = None) -> QuadraticLaw:
-    """The law sum_j h_j (e.g. eq. 17 summed over the channels of a block, as in Figure 1)."""
-    qi = torch.cat([law.quad[0] for law in laws])
-    qj = torch.cat([law.quad[1] for law in laws])
-    qc = torch.cat([law.quad[2] for law in laws])
-    lk = torch.cat([law.lin[0] for law in laws])
-    lc = torch.cat([law.lin[1] for law in laws])
-    params = tuple(dict.fromkeys(p for law in laws for p in law.params))
-    return QuadraticLaw.from_tensors(name, formula or f"sum of {len(laws)} laws", params, qi, qj, qc, lk, lc)
+def frobenius_error(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """|H_k - H_0|_F / |H_0|_F per row k of ``values`` (steps, entries), entries weighted by ``weights``.
+
+    For the entries a <= b of a symmetric matrix law, off-diagonal entries have weight 2.
+
+    Args:
+        values: (steps, entries) values of the matrix's entries.
+        weights: per-entry weights (all 1 when None).
+    """
+    w = np.ones(values.shape[1]) if weights is None else np.asarray(weights, dtype=float)
+    num = np.sqrt((w * (values - values[0]) ** 2).sum(axis=1))
+    return num / max(float(np.sqrt((w * values[0] ** 2).sum())), 1e-300)
+
+
+def prop51_bound(grad_sq: Sequence[float], lrs: Sequence[float], c_h: float = 2.0) -> np.ndarray:
+    """C_h C_L / 2 sum_{i<k} tau_i^2 (eq. 27) at every step k, with C_L the running mean of |grad L_Z|^2 (eq. 26).
+
+    Args:
+        grad_sq: |grad L_{Z_i}(theta_i)|^2 per step.
+        lrs: step sizes tau_i.
+        c_h: bound on the law's Hessian norm (2 for differences of squared norms).
+    """
+    grad_sq, lrs = np.asarray(grad_sq, dtype=float), np.asarray(lrs, dtype=float)
+    c_l = np.cumsum(grad_sq) / np.arange(1, len(grad_sq) + 1)
+    return np.r_[0.0, c_h * c_l / 2 * np.cumsum(np.square(lrs))]
+
+
+def matrix_groups(laws: Sequence[Law]) -> dict[str, tuple[list[int], np.ndarray]]:
+    """Entries of one matrix law (same matrix, module and head) grouped, off-diagonal entries weighted 2."""
+    groups: dict[str, tuple[list[int], list[float]]] = {}
+    for j, law in enumerate(laws):
+        if law.matrix is None:
+            continue
+        key = f"{law.module or ''} head {law.head}: {law.matrix}" if law.head is not None else \
+            f"{law.module or ''}: {law.matrix}"
+        idx, w = groups.setdefault(key, ([], []))
+        idx.append(j)
+        w.append(1.0 if len(law.unit) != 2 or law.unit[0] == law.unit[1] else 2.0)
+    return {k: (idx, np.array(w)) for k, (idx, w) in groups.items() if len(idx) > 1}
 
 
 def squared_norms(p: torch.Tensor, axis: int) -> torch.Tensor:
@@ -69,7 +99,9 @@ class LawMonitor:
                 raise ConslawError(f"law {law.name!r} uses parameters {missing} that {type(model).__name__} does not "
                                    "have", "monitor the laws found for this very model")
         self.weight_decay = weight_decay if callable(weight_decay) else (lambda k, wd=weight_decay: wd)
-        self.groups = groups or {}
+        #: Frobenius groups: the entries of every matrix law (weights 2 off the diagonal), and ``groups``
+        self.groups = {**matrix_groups(self.laws),
+                       **{name: (list(idx), np.ones(len(idx))) for name, idx in (groups or {}).items()}}
         #: accumulate |grad|^2 at every step for C_L of Prop 5.1 (one more pass over the gradients)
         self.estimate_constants = estimate_constants
         self._vectorized = self._build_vectorized()
@@ -93,9 +125,8 @@ class LawMonitor:
         slots: dict[tuple[str, int], list] = {}
         gathered = []
         for j, law in enumerate(self.laws):
-            terms = getattr(law, "norm_terms", None)
-            if terms:
-                for sign, slot in terms:
+            if law.norm_terms:
+                for sign, slot in law.norm_terms:
                     entry = slots.setdefault((slot.name, slot.axis), [[], [], []])
                     entry[0] += list(slot.units)
                     entry[1] += [j] * len(slot.units)
@@ -190,9 +221,8 @@ class LawMonitor:
         h0 = vals[0]
         per_law = np.abs(vals - h0) / np.maximum(np.abs(h0), 1e-300)
         cols = [per_law]
-        for idx in self.groups.values():
-            num = np.linalg.norm(vals[:, idx] - h0[idx], axis=1)
-            cols.append((num / max(np.linalg.norm(h0[idx]), 1e-300))[:, None])
+        for idx, weights in self.groups.values():
+            cols.append(frobenius_error(vals[:, idx], weights)[:, None])
         return np.concatenate(cols, axis=1)
 
     @property
@@ -203,8 +233,7 @@ class LawMonitor:
         """C_h C_L / 2 sum_{i<k} tau_i^2 (eq. 27), with C_L the running mean of |grad L_Z|^2 (eq. 26)."""
         if not self.lrs or not self.grad_sq:
             raise ConslawError("the bound needs step sizes and gradients", "call step(lr=...) after backward()")
-        c_l = np.cumsum(self.grad_sq) / np.arange(1, len(self.grad_sq) + 1)
-        return np.r_[0.0, c_h * c_l / 2 * np.cumsum(np.square(self.lrs))]
+        return prop51_bound(self.grad_sq, self.lrs, c_h)
 
     def table(self) -> list[dict]:
         errors = self.relative_errors()

@@ -42,6 +42,7 @@ class ParamSpace:
             self.offsets[name] = offset
             offset += math.prod(shape)
         self.D = offset
+        self._index_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_module(cls, module: torch.nn.Module) -> ParamSpace:
@@ -72,9 +73,11 @@ class ParamSpace:
         return self.offsets[name] + flat
 
     def indices(self, name: str) -> torch.Tensor:
-        """Flat indices of parameter ``name`` shaped like the parameter."""
-        sl = self.slice(name)
-        return torch.arange(sl.start, sl.stop).reshape(self.shapes[name])
+        """Flat indices of parameter ``name`` shaped like the parameter (cached: treat it as read-only)."""
+        if name not in self._index_cache:
+            sl = self.slice(name)
+            self._index_cache[name] = torch.arange(sl.start, sl.stop).reshape(self.shapes[name])
+        return self._index_cache[name]
 
     def coordinate_name(self, i: int) -> str:
         """Readable name of flat coordinate ``i``, e.g. ``W1[3,2]``."""

@@ -1,15 +1,20 @@
-"""Numerical rank with its spectral gap.
+"""The one rank rule of the project: numerical rank with its spectral gap.
 
-rank = number of singular values above ``rtol * sigma_max``; the gap
+rank = number of singular values above ``rtol * reference`` (the largest
+singular value unless the rows are already on a common scale); the gap
 sigma_r / sigma_{r+1} says how clearly the rank is separated from round-off.
 A small gap is a warning, never a silent answer (DESIGN.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.csgraph import connected_components
 
 DEFAULT_RTOL = 1e-8
 GAP_WARNING = 1e3
@@ -17,6 +22,8 @@ GAP_WARNING = 1e3
 
 @dataclass(frozen=True)
 class RankResult:
+    """A numerical rank with the singular values on both sides of the threshold."""
+
     rank: int
     smallest_kept: float | None
     largest_dropped: float | None
@@ -28,9 +35,40 @@ class RankResult:
 
 
 def spectral_gap(smallest_kept: float | None, largest_dropped: float | None) -> float | None:
+    """sigma_r / sigma_{r+1}, or None when one side is missing (no kept value, or exact zeros dropped)."""
     if smallest_kept is None or not largest_dropped:
         return None
     return smallest_kept / largest_dropped
+
+
+def check_rtol(rtol: float) -> float:
+    """``rtol`` when it is a usable relative threshold in (0, 1), else a clear error."""
+    from .errors import ConslawError
+
+    if not isinstance(rtol, int | float) or not 0.0 < float(rtol) < 1.0:
+        raise ConslawError(f"rtol must be a number in (0, 1), got {rtol!r}", "use the default 1e-8")
+    return float(rtol)
+
+
+def rank_from_singular_values(sv: torch.Tensor | np.ndarray, rtol: float = DEFAULT_RTOL,
+                              reference: float | None = None) -> RankResult:
+    """The rank rule: how many of the (descending) singular values ``sv`` exceed ``rtol * reference``.
+
+    Args:
+        sv: singular values, largest first.
+        rtol: relative threshold.
+        reference: the scale the threshold is relative to; the largest singular value when None.
+    """
+    sv = np.asarray(sv.detach().cpu() if isinstance(sv, torch.Tensor) else sv, dtype=float)
+    if sv.size == 0:
+        return RankResult(0, None, None)
+    ref = float(sv[0]) if reference is None else float(reference)
+    if ref <= 0:
+        return RankResult(0, None, float(sv[0]) or None)
+    r = int((sv > rtol * ref).sum())
+    kept = float(sv[r - 1]) if r else None
+    dropped = float(sv[r]) if r < sv.size else None
+    return RankResult(r, kept, dropped)
 
 
 def numerical_rank(rows: torch.Tensor, rtol: float = DEFAULT_RTOL, normalize: bool = True) -> RankResult:
@@ -38,17 +76,53 @@ def numerical_rank(rows: torch.Tensor, rtol: float = DEFAULT_RTOL, normalize: bo
 
     With ``normalize`` every nonzero row is scaled to unit norm first, so the
     threshold is relative to the vectors themselves, not to their lengths.
+
+    Args:
+        rows: a (k, D) tensor.
+        rtol: relative threshold of :func:`rank_from_singular_values`.
+        normalize: scale the rows to unit norm first.
     """
     if rows.numel() == 0:
         return RankResult(0, None, None)
     if normalize:
         norms = rows.norm(dim=1, keepdim=True)
         rows = torch.where(norms > 0, rows / norms.clamp_min(1e-300), rows)
-    sv = torch.linalg.svdvals(rows)
-    if sv.numel() == 0 or sv[0] == 0:
-        return RankResult(0, None, None)
-    keep = sv > rtol * sv[0]
-    r = int(keep.sum())
-    kept = float(sv[r - 1]) if r else None
-    dropped = float(sv[r]) if r < sv.numel() else None
-    return RankResult(r, kept, dropped)
+    return rank_from_singular_values(torch.linalg.svdvals(rows), rtol)
+
+
+def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int, rtol: float = DEFAULT_RTOL) -> int:
+    """Rank of sparse rows (support indices, values), one small dense SVD per group of rows sharing coordinates.
+
+    Rows are normalized first. Rows that share no coordinate are independent
+    blocks of the matrix, so the rank is the sum over the connected components
+    of the row-overlap graph: laws that touch disjoint parameters never meet in one SVD.
+
+    Args:
+        rows: per row, (support: long tensor of column indices, values on them).
+        D: number of columns.
+        rtol: relative threshold of :func:`rank_from_singular_values`.
+    """
+    if not rows:
+        return 0
+    r_idx, c_idx, vals = [], [], []
+    for r, (support, g) in enumerate(rows):
+        g = g / g.norm().clamp_min(1e-300)
+        r_idx.append(np.full(support.numel(), r))
+        c_idx.append(support.numpy())
+        vals.append(g.numpy())
+    jac = sp.csr_matrix((np.concatenate(vals), (np.concatenate(r_idx), np.concatenate(c_idx))), shape=(len(rows), D))
+    n_groups, labels = connected_components((jac @ jac.T) != 0, directed=False)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(n_groups + 1))
+    total = 0
+    for group in range(n_groups):
+        idx = order[bounds[group]:bounds[group + 1]]
+        if idx.size == 1:
+            total += int(jac[idx[0]].count_nonzero() > 0)
+            continue
+        sub = jac[idx]
+        used, inverse = np.unique(sub.indices, return_inverse=True)
+        dense = np.zeros((idx.size, used.size))
+        dense[np.repeat(np.arange(idx.size), np.diff(sub.indptr)), inverse] = sub.data
+        total += rank_from_singular_values(np.linalg.svd(dense, compute_uv=False), rtol).rank
+    return total

@@ -32,20 +32,24 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from .errors import ConslawError
-from .nn.find import find_laws
-from .nn.laws_nn import ModuleLaw
+from .laws import QuadraticLaw
+from .nn import MHALayout, find_laws
+from .nn.analysis import analysis_copy
 from .params import DTYPE, ParamSpace
 
 
 @dataclass
 class RebalanceResult:
+    """The rebalanced float64 copy, the laws moved, their values before and after, and the output change."""
+
     model: nn.Module
-    laws: list[ModuleLaw]
+    laws: list[QuadraticLaw]
     before: np.ndarray
     after: np.ndarray
     targets: np.ndarray
     iterations: int
     heads: int
+    max_output_change: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -56,16 +60,17 @@ class RebalanceResult:
     def as_dict(self) -> dict:
         before = float(np.max(np.abs(self.before - self.targets))) if self.before.size else 0.0
         return {"laws": len(self.laws), "attention_heads": self.heads, "max_error_before": before,
-                "max_error_after": self.max_error, "iterations": self.iterations, "notes": self.notes}
+                "max_error_after": self.max_error, "iterations": self.iterations,
+                "max_output_change": self.max_output_change, "notes": self.notes}
 
 
-def rescaling_system(laws: list[ModuleLaw], D: int) -> sp.csr_matrix:
+def rescaling_system(laws: list[QuadraticLaw], D: int) -> sp.csr_matrix:
     """A (D x L): +1 where coordinate i is on the incoming side of law j, -1 on its outgoing side."""
     rows, cols, vals = [], [], []
     for j, law in enumerate(laws):
-        qi, qj, qc = law.law.quad
+        qi, qj, qc = law.quad
         if not torch.equal(qi, qj):
-            raise ConslawError(f"law {law.law.name!r} is not a difference of squared norms", "report this")
+            raise ConslawError(f"law {law.name!r} is not a difference of squared norms", "report this")
         rows.append(qi.numpy())
         cols.append(np.full(qi.numel(), j))
         vals.append(-np.sign(qc.numpy()))
@@ -116,53 +121,73 @@ def sym_power(p: torch.Tensor, power: float) -> torch.Tensor:
     return evecs @ torch.diag(evals ** power) @ evecs.T
 
 
-def _head_rows(w: torch.Tensor, b: torch.Tensor | None, rows: slice) -> torch.Tensor:
-    """Rows of a packed projection with the bias appended as a last column."""
-    return torch.cat([w[rows], b[rows].unsqueeze(1)], dim=1) if b is not None else w[rows].clone()
+def _rows(w: torch.Tensor, b: torch.Tensor | None, rows: slice, bias_rows: slice) -> torch.Tensor:
+    """Rows of a projection with the bias appended as a last column."""
+    return torch.cat([w[rows], b[bias_rows].unsqueeze(1)], dim=1) if b is not None else w[rows].clone()
 
 
-def _set_head_rows(w: torch.Tensor, b: torch.Tensor | None, rows: slice, value: torch.Tensor) -> None:
+def _set_rows(w: torch.Tensor, b: torch.Tensor | None, rows: slice, bias_rows: slice, value: torch.Tensor) -> None:
     w[rows] = value[:, :w.shape[1]]
     if b is not None:
-        b[rows] = value[:, w.shape[1]]
+        b[bias_rows] = value[:, w.shape[1]]
 
 
 @torch.no_grad()
-def balance_attention(mha: nn.MultiheadAttention) -> None:
+def balance_attention(name: str, mha: nn.MultiheadAttention) -> None:
     """Per head: Q Q^T = K K^T and V V^T = O^T O (biases appended), function unchanged."""
-    if not mha._qkv_same_embed_dim:
-        raise ConslawError("only packed nn.MultiheadAttention (kdim = vdim = embed_dim) is rebalanced",
-                           "use the same embedding dimension for query, key and value")
-    e, h = mha.embed_dim, mha.num_heads
-    dh = e // h
-    w, b, out = mha.in_proj_weight, mha.in_proj_bias, mha.out_proj.weight
-    for head in range(h):
-        rq, rk, rv = (slice(off + head * dh, off + (head + 1) * dh) for off in (0, e, 2 * e))
-        q, k = _head_rows(w, b, rq), _head_rows(w, b, rk)
+    layout = MHALayout.of(name, mha)
+    params = dict(mha.named_parameters())
+
+    def local(pname: str) -> torch.Tensor:
+        return params[pname[len(name) + 1:]]
+
+    b = local(layout.bias) if layout.bias else None
+    out = mha.out_proj.weight
+    for head in range(layout.num_heads):
+        (rq, bq), (rk, bk), (rv, bv) = (layout.rows(w, head) for w in "qkv")
+        wq, wk, wv = (local(layout.weight(w)[0]) for w in "qkv")
+        q, k = _rows(wq, b, rq, bq), _rows(wk, b, rk, bk)
         p = geometric_mean(q @ q.T, k @ k.T)
-        _set_head_rows(w, b, rq, sym_power(p, 0.5) @ q)
-        _set_head_rows(w, b, rk, sym_power(p, -0.5) @ k)
-        cols = slice(head * dh, (head + 1) * dh)
-        v, o = _head_rows(w, b, rv), out[:, cols].clone()
+        _set_rows(wq, b, rq, bq, sym_power(p, 0.5) @ q)
+        _set_rows(wk, b, rk, bk, sym_power(p, -0.5) @ k)
+        cols = slice(head * layout.head_dim, (head + 1) * layout.head_dim)
+        v, o = _rows(wv, b, rv, bv), out[:, cols].clone()
         p = geometric_mean(v @ v.T, o.T @ o)
-        _set_head_rows(w, b, rv, sym_power(p, 0.5) @ v)
+        _set_rows(wv, b, rv, bv, sym_power(p, 0.5) @ v)
         out[:, cols] = o @ sym_power(p, -0.5)
 
 
 def rebalance(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", target: float = 0.0,
-              max_rounds: int = 20, tol: float = 1e-12) -> RebalanceResult:
+              max_rounds: int = 20, tol: float = 1e-12, in_place: bool = False) -> RebalanceResult:
     """A float64 copy of ``model`` whose rescaling laws equal ``target`` and whose attention heads are balanced.
 
-    The model's function is unchanged (the moves are exact symmetries); the
-    approximate BatchNorm scale invariances are not used, since they are not.
+    The model's function is unchanged (the moves are exact symmetries; the result reports the
+    relative output change measured on random inputs); the approximate BatchNorm scale
+    invariances are not used, since they are not exact symmetries. ``model`` itself is left
+    untouched (parameters, dtype, device, training flag) unless ``in_place``, in which case the
+    rebalanced values are copied into its parameters (in their own dtype).
+
+    Args:
+        model: the model.
+        example_input: a batch of inputs, batch first.
+        loss: the training loss (``mse`` or ``cross_entropy``).
+        target: the value every rescaling law is moved to (attention heads: 0 only).
+        max_rounds: alternations of attention and rescaling balancing.
+        tol: stop when every law is within tol * scale of its target.
+        in_place: also write the result into ``model``'s parameters.
     """
+    import math
+
+    if not isinstance(target, int | float) or not math.isfinite(target):
+        raise ConslawError(f"target must be a finite number, got {target!r}", "use e.g. --target 0")
+    original = analysis_copy(model)
     work = copy.deepcopy(model).to(DTYPE)
     found = find_laws(work, example_input, loss, numeric=False)
     space = ParamSpace.from_module(work)
-    laws = [law for law in found.laws if law.status == "exact" and law.family.startswith("rescaling")]
-    mhas = [m for m in work.modules() if isinstance(m, nn.MultiheadAttention)]
-    attention = [law for law in found.laws if law.status == "exact" and law.family == "attention"
-                 and not law.module.endswith(tuple(f".{x}" for x in "qkvo"))]
+    laws = [c.law for c in found.select(family="rescaling")] + \
+        [c.law for c in found.select(family="rescaling (residual stream)")]
+    mhas = {name: m for name, m in work.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    attention = [c.law for c in found.select(family="attention") if c.law.module in mhas]
     if not laws and not mhas:
         raise ConslawError("the model has no rescaling or attention laws to rebalance",
                            "rebalance models with ReLU/linear units, normalization affines or attention")
@@ -175,7 +200,7 @@ def rebalance(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
 
     def values() -> np.ndarray:
         t = theta()
-        return np.array([float(law.law.value(t)) for law in laws + attention])
+        return np.array([float(law.value(t)) for law in laws + attention])
 
     targets = np.r_[np.full(len(laws), target), np.zeros(len(attention))]
     before = values()
@@ -183,8 +208,8 @@ def rebalance(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
     rounds = 0
     while rounds < max_rounds:
         rounds += 1
-        for mha in mhas:
-            balance_attention(mha)
+        for name, mha in mhas.items():
+            balance_attention(name, mha)
         if A is not None:
             t = theta().numpy()
             scaled = torch.from_numpy(t * np.exp(A @ solve_rescaling(t, A, target)))
@@ -193,5 +218,26 @@ def rebalance(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
                     p.copy_(scaled[space.slice(name)].reshape(p.shape))
         if np.abs(values() - targets).max() < tol * scale:
             break
+    change = output_change(original, analysis_copy(work), found_inputs(example_input))
+    if in_place:
+        with torch.no_grad():
+            rebalanced = dict(work.named_parameters())
+            for name, p in model.named_parameters():
+                p.copy_(rebalanced[name].to(p.dtype))
     return RebalanceResult(model=work, laws=laws + attention, before=before, after=values(), targets=targets,
-                           iterations=rounds, heads=sum(m.num_heads for m in mhas))
+                           iterations=rounds, heads=sum(m.num_heads for m in mhas.values()),
+                           max_output_change=change)
+
+
+def found_inputs(example: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Inputs to compare outputs on: random float64 inputs shaped like the example, or the example's tokens."""
+    if not torch.is_floating_point(example):
+        return example
+    return torch.randn(n, *example.shape[1:], dtype=DTYPE, generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def output_change(before: nn.Module, after: nn.Module, x: torch.Tensor) -> float:
+    """max |f_after(x) - f_before(x)| / max |f_before(x)|."""
+    a, b = before(x), after(x)
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-300))

@@ -40,8 +40,8 @@ def attention(tokens: int, dim: int, d1: int, heads: int = 1) -> Architecture:
     laws = []
     for k in range(h):
         tag = f"head {k}: " if h > 1 else ""
-        laws += gram_difference_laws(space, "Q", "K", f"{tag}Q Q^T - K K^T", True, True, k * dh, dh)
-        laws += gram_difference_laws(space, "V", "O", f"{tag}V V^T - O O^T", True, True, k * dh, dh)
+        laws += gram_difference_laws(space, "Q", "K", f"{tag}Q Q^T - K K^T", True, True, k * dh, dh, head=k)
+        laws += gram_difference_laws(space, "V", "O", f"{tag}V V^T - O O^T", True, True, k * dh, dh, head=k)
     phi = None
     expected, source = None, ""
     notes = []

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConslawError
-from ..fields import FieldSource, ModelFields, ReparamFields, SignFields
-from ..laws import Law, LawSet
+from ..fields import FieldSource, ModelFields, ReparamFields, SignFields, gaussian_inputs
+from ..laws import Law, LawSet, gram_law, unit_slot
 from ..params import DTYPE, ParamSpace
 
 Params = dict[str, torch.Tensor]
@@ -45,13 +45,10 @@ class Architecture:
 
     def sample_input(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Random inputs x for the model fields (Gaussian, or a Gaussian scale mixture)."""
-        x = torch.randn(n, *self.input_shape, generator=generator, dtype=DTYPE)
-        if self.multiscale_inputs:
-            u = torch.rand(n, generator=generator, dtype=DTYPE) * 6.0 - 3.0
-            x = x * torch.exp(u).reshape(-1, *([1] * len(self.input_shape)))
-        return x
+        return gaussian_inputs(n, self.input_shape, generator, multiscale=self.multiscale_inputs)
 
     def default_fields(self) -> str:
+        """``reparam`` where the catalog has phi, else ``model``."""
         return "reparam" if self.phi is not None else "model"
 
     def fields(self, kind: str | None = None, flow: str = "gradient", dense_phi: bool = False) -> FieldSource:
@@ -120,31 +117,31 @@ def positive_int(value, what: str, minimum: int = 1) -> int:
 
 def gram_difference_laws(space: ParamSpace, left: str, right: str, label: str,
                          rows_left: bool, rows_right: bool, offset: int = 0, size: int | None = None,
-                         left_name: str | None = None, right_name: str | None = None) -> list[Law]:
-    """Entries (a <= b) of A A^T - B B^T, where A's "units" are rows or columns.
+                         **structure) -> list[Law]:
+    """Entries (a <= b) of A A^T - B B^T, where A's "units" are rows or columns (Prop 3.5, Cor 3.9).
 
-    ``left``/``right`` are parameter names; unit k of a parameter is its row k
-    (``rows_*=True``) or its column k. Units ``offset .. offset+size-1`` are used
-    (one attention head, for instance). Gives <A_a, A_b> - <B_a, B_b>.
+    Unit k of parameter ``left`` / ``right`` is its row k (``rows_*=True``) or
+    its column k; units ``offset .. offset+size-1`` are used (one attention
+    head, for instance). Entry (a, b) is <A_a, A_b> - <B_a, B_b>.
+
+    Args:
+        space: the parameter space.
+        left: the parameter A.
+        right: the parameter B.
+        label: the matrix's name, e.g. ``Q Q^T - K K^T`` (declared as the laws' ``matrix``).
+        rows_left: A's units are rows (True) or columns (False).
+        rows_right: B's units are rows (True) or columns (False).
+        offset: the first unit.
+        size: the number of units (all when None).
+        **structure: further declared fields (family, module, head).
     """
-    from ..laws import QuadraticLaw
+    size = space.shapes[left][0 if rows_left else 1] if size is None else size
 
-    li, ri = space.indices(left), space.indices(right)
-    li = li if rows_left else li.T
-    ri = ri if rows_right else ri.T
-    size = li.shape[0] if size is None else size
-    ln, rn = left_name or left, right_name or right
-    sel_l = "{}[{},:]" if rows_left else "{}[:,{}]"
-    sel_r = "{}[{},:]" if rows_right else "{}[:,{}]"
-    laws = []
-    for a in range(offset, offset + size):
-        for b in range(a, offset + size):
-            if a == b:
-                formula = f"|{sel_l.format(ln, a)}|^2 - |{sel_r.format(rn, a)}|^2"
-            else:
-                formula = (f"<{sel_l.format(ln, a)}, {sel_l.format(ln, b)}> - "
-                           f"<{sel_r.format(rn, a)}, {sel_r.format(rn, b)}>")
-            laws.append(QuadraticLaw.inner_difference(
-                f"{label}[{a},{b}]", formula, (left, right),
-                plus=[(li[a], li[b])], minus=[(ri[a], ri[b])]))
-    return laws
+    def unit(name: str, rows: bool, k: int):
+        return unit_slot(space, name, 0 if rows else 1, k)
+
+    structure.setdefault("family", "catalog")
+    return [gram_law(f"{label}[{a},{b}]", [unit(left, rows_left, a)], [unit(left, rows_left, b)],
+                     [unit(right, rows_right, a)], [unit(right, rows_right, b)], matrix=label, unit=(a, b),
+                     **structure)
+            for a in range(offset, offset + size) for b in range(a, offset + size)]

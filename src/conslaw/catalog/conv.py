@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConslawError
-from ..laws import QuadraticLaw
+from ..laws import balance_law, unit_slot
 from ..params import DTYPE, ParamSpace
 from .base import Architecture, positive_int
 
@@ -64,10 +64,8 @@ def conv(channels, pixels: int, filters, stride: int = 1) -> Architecture:
         big_v = torch.einsum("jit,pst->ipjs", params["v"], ev).reshape(c0 * p, c1 * p1)
         return torch.einsum("ah,bh->hab", big_u, big_v).reshape(-1)
 
-    iu, iv = space.indices("u"), space.indices("v")
-    laws = [QuadraticLaw.inner_difference(
-        f"channel {j}", f"sum_k |u[k,{j},:]|^2 - sum_i |v[{j},i,:]|^2", ("u", "v"),
-        plus=[(iu[:, j], iu[:, j])], minus=[(iv[j], iv[j])]) for j in range(c1)]
+    laws = [balance_law(f"channel {j}", [unit_slot(space, "u", 1, j)], [unit_slot(space, "v", 0, j)],
+                        family="rescaling", module="conv", unit=(j,)) for j in range(c1)]
     return Architecture(
         name="conv", label=f"conv C=({c0},{c1},{c2}) P={p} filters=({nv},{nu}) stride={s}",
         config={"channels": [c0, c1, c2], "pixels": p, "filters": [nv, nu], "stride": s},

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..laws import QuadraticLaw
+from ..laws import balance_law, unit_slot
 from ..params import ParamSpace
 from .base import Architecture
 from .linear import check_widths
@@ -85,18 +85,10 @@ def relu(*widths: int, bias: bool = False) -> Architecture:
     space = ParamSpace(shapes)
     laws = []
     for layer in range(1, q):
-        w_in, w_out = space.indices(f"W{layer}"), space.indices(f"W{layer + 1}")
         for k in range(widths[layer]):
-            minus = [(w_in[k], w_in[k])]
-            formula = f"|W{layer + 1}[:,{k}]|^2 - |W{layer}[{k},:]|^2"
-            params = (f"W{layer}", f"W{layer + 1}")
-            if bias:
-                b = space.indices(f"b{layer}")[k:k + 1]
-                minus.append((b, b))
-                formula += f" - b{layer}[{k}]^2"
-                params += (f"b{layer}",)
-            laws.append(QuadraticLaw.inner_difference(
-                f"neuron {layer}.{k}", formula, params, plus=[(w_out[:, k], w_out[:, k])], minus=minus))
+            minus = [unit_slot(space, f"W{layer}", 0, k)] + ([unit_slot(space, f"b{layer}", 0, k)] if bias else [])
+            laws.append(balance_law(f"neuron {layer}.{k}", [unit_slot(space, f"W{layer + 1}", 1, k)], minus,
+                                    family="rescaling", module=f"layer {layer}", unit=(k,)))
     hidden = sum(widths[1:-1])
     notes = []
     if q > 2:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..laws import QuadraticLaw
+from ..laws import balance_law, unit_slot
 from ..params import ParamSpace
 from .base import Architecture, positive_int
 
@@ -31,12 +31,9 @@ def resnet(dim: int, width: int, blocks: int) -> Architecture:
             x = x + p[f"U{layer}"] @ torch.relu(p[f"V{layer}"] @ x)
         return x
 
-    laws = []
-    for layer in range(1, q + 1):
-        iu, iv = space.indices(f"U{layer}"), space.indices(f"V{layer}")
-        laws += [QuadraticLaw.inner_difference(
-            f"block {layer} neuron {k}", f"|U{layer}[:,{k}]|^2 - |V{layer}[{k},:]|^2", (f"V{layer}", f"U{layer}"),
-            plus=[(iu[:, k], iu[:, k])], minus=[(iv[k], iv[k])]) for k in range(r)]
+    laws = [balance_law(f"block {layer} neuron {k}", [unit_slot(space, f"U{layer}", 1, k)],
+                        [unit_slot(space, f"V{layer}", 0, k)], family="rescaling", module=f"block {layer}", unit=(k,))
+            for layer in range(1, q + 1) for k in range(r)]
     expected, source = None, ""
     if q == 1:
         expected, source = r, "Prop 3.2 + Prop 3.5: R laws"

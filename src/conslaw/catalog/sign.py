@@ -26,4 +26,4 @@ def abs_difference_law(space: ParamSpace, first: str, second: str) -> Law:
         return g
 
     return Law(name=f"|{second}| - |{first}|", formula=f"|{second}| - |{first}|",
-               params=(first, second), value_fn=value, grad_fn=gradient, kind="closed-form (sign flow)")
+               params=(first, second), value_fn=value, grad_fn=gradient, family="sign flow")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..laws import QuadraticLaw
+from ..laws import linear_law, unit_slot
 from ..params import ParamSpace
 from .base import Architecture, positive_int
 
@@ -19,9 +19,8 @@ def softmax(classes: int, inputs: int) -> Architecture:
     n = positive_int(classes, "classes N")
     m = positive_int(inputs, "inputs M")
     space = ParamSpace({"W": (n, m)})
-    idx = space.indices("W")
-    laws = [QuadraticLaw.build(f"column {j}", f"sum_i W[i,{j}]", ("W",),
-                               lin=[(int(i), 1.0) for i in idx[:, j]]) for j in range(m)]
+    laws = [linear_law(f"column {j}", [unit_slot(space, "W", 1, j)], family="translation", module="softmax",
+                       unit=(j,)) for j in range(m)]
     return Architecture(
         name="softmax", label=f"softmax N={n} M={m}", config={"classes": n, "inputs": m},
         space=space, model=lambda p, x: torch.softmax(p["W"] @ x, dim=0), input_shape=(m,),

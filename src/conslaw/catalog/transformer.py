@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..laws import QuadraticLaw
+from ..laws import balance_law, unit_slot
 from ..params import ParamSpace
 from .base import Architecture, gram_difference_laws, positive_int
 
@@ -43,10 +43,9 @@ def transformer(tokens: int, dim: int, d1: int, hidden: int, layers: int) -> Arc
                                      True, True)
         laws += gram_difference_laws(space, f"V{layer}", f"O{layer}", f"V{layer} V{layer}^T - O{layer} O{layer}^T",
                                      True, True)
-        iw, iu = space.indices(f"W{layer}"), space.indices(f"U{layer}")
-        laws += [QuadraticLaw.inner_difference(
-            f"mlp {layer} neuron {k}", f"|U{layer}[:,{k}]|^2 - |W{layer}[{k},:]|^2", (f"W{layer}", f"U{layer}"),
-            plus=[(iu[:, k], iu[:, k])], minus=[(iw[k], iw[k])]) for k in range(r)]
+        laws += [balance_law(f"mlp {layer} neuron {k}", [unit_slot(space, f"U{layer}", 1, k)],
+                             [unit_slot(space, f"W{layer}", 0, k)], family="rescaling", module=f"mlp {layer}",
+                             unit=(k,)) for k in range(r)]
     return Architecture(
         name="transformer", label=f"transformer N={n} E={e} d1={d1} R={r} layers={q}",
         config={"tokens": n, "dim": e, "d1": d1, "hidden": r, "layers": q}, space=space, model=model,

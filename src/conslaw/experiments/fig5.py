@@ -14,46 +14,40 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from ..flows import fit_exponent
-from ..laws import QuadraticLaw
-from ..models import TransformerClassifier
-from ..nn import find_laws
+from ..laws import QuadraticLaw, unit_slot
+from ..models import TransformerClassifier, seeded
+from ..monitor import frobenius_error, matrix_groups
+from ..nn import MHALayout, find_laws
+from ..nn.attention import QK
 from ..params import ParamSpace
-from .training import cached_run, train_monitored
+from .protocol import cached_run, exponent_claims, fit_exponent
+from .training import train_monitored
 
 
 def head_laws(model, tokens):
+    """The entries of Q_0 Q_0^T - K_0 K_0^T of layer 0 (biases appended), and the control |Q_0|^2 + |b_q|^2."""
     found = find_laws(model, tokens[:2], "cross_entropy", numeric=False, batches=2)
-    entries = [e for e in found.laws if e.family == "attention" and "layers.0.self_attn head 0: (Q Q^T" in e.law.name]
-    laws = [e.law for e in entries]
-    # Frobenius weights of the symmetric matrix: off-diagonal entries count twice
-    weights = np.array([1.0 if e.law.name.split("[")[-1].split(",")[0] == e.law.name.split(",")[-1][:-1]
-                        else 2.0 for e in entries])
+    attn = model.encoder.layers[0].self_attn
+    name = next(n for n, m in model.named_modules() if m is attn)
+    laws = [c.law for c in found.select(family="attention", module=name, head=0, matrix=QK)]
+    layout = MHALayout.of(name, attn)
     space = ParamSpace.from_module(model)
-    dh = model.encoder.layers[0].self_attn.head_dim
-    w = space.indices("encoder.layers.0.self_attn.in_proj_weight")[:dh].reshape(-1)
-    b = space.indices("encoder.layers.0.self_attn.in_proj_bias")[:dh]
-    idx = torch.cat([w, b])
-    control = QuadraticLaw.from_tensors("control: |Q_0|^2 + |b_q|^2", "|Q_0|^2 + |b_q|^2",
-                                        ("encoder.layers.0.self_attn.in_proj_weight",
-                                         "encoder.layers.0.self_attn.in_proj_bias"),
-                                        idx, idx, torch.ones(idx.numel(), dtype=torch.float64))
-    return laws, weights, control
-
-
-def frobenius_error(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    diff = values - values[0]
-    return np.sqrt((weights * diff ** 2).sum(axis=1)) / np.sqrt((weights * values[0] ** 2).sum())
+    rows, bias_rows = layout.rows("q", 0)
+    slots = [unit_slot(space, layout.weight("q")[0], 0, rows), unit_slot(space, layout.bias, 0, bias_rows)]
+    control = QuadraticLaw.inner_difference("control: |Q_0|^2 + |b_q|^2", "|Q_0|^2 + |b_q|^2",
+                                            tuple(s.name for s in slots), plus=[(s.index, s.index) for s in slots],
+                                            minus=[], origin="control")
+    return laws, control
 
 
 def one_run(lr: float, seed: int, masked: bool, shape: tuple, tokens, labels, steps: int, batch: int) -> dict:
     vocab, length, dim, heads, hidden = shape
-    torch.manual_seed(seed)
-    model = TransformerClassifier(vocab, length, dim, heads, hidden, 1, 2, causal=masked).double()
-    laws, weights, control = head_laws(model, tokens)
+    model = seeded(lambda: TransformerClassifier(vocab, length, dim, heads, hidden, 1, 2, causal=masked), seed)
+    model = model.double()
+    laws, control = head_laws(model, tokens)
+    (_, weights), = matrix_groups(laws).values()
     monitor = train_monitored(model, [*laws, control], tokens, labels, lr, steps, batch, seed)
     values = np.array(monitor.values)
     return {"masked": masked, "lr": lr, "seed": seed,
@@ -97,13 +91,9 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
               "exponent_control": by_mask["unmasked"]["exponent_control"], "by_mask": by_mask,
               "figure": str(out_dir / "fig5.png"), "results": str(out_dir / "fig5.json")}
     plot(runs, lrs, result["figure"], synthetic)
-    result["claims"] = []
-    for key, row in by_mask.items():
-        result["claims"] += [
-            {"claim": f"Fig 5 ({key}): |QQ^T - KK^T| error ~ lr^2", "paper": "exponent 2",
-             "measured": f"{row['exponent_conserved']:.2f}", "pass": 1.7 <= row["exponent_conserved"] <= 2.3},
-            {"claim": f"Fig 5 ({key}): control ~ lr", "paper": "exponent 1",
-             "measured": f"{row['exponent_control']:.2f}", "pass": 0.7 <= row["exponent_control"] <= 1.3}]
+    result["claims"] = [row for key, r in by_mask.items() for row in exponent_claims(
+        f"Fig 5 ({key}): |QQ^T - KK^T| error ~ lr^2", f"Fig 5 ({key}): control ~ lr",
+        r["exponent_conserved"], r["exponent_control"])]
     Path(result["results"]).write_text(json.dumps(result, indent=1))
     return result
 

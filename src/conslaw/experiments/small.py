@@ -15,8 +15,10 @@ from torch.func import vmap
 from .. import catalog
 from ..count import count
 from ..flows import fit_exponent, gradient_flow, sgd, sign_descent
-from ..monitor import sum_of_laws
+from ..laws import sum_of_laws
+from ..monitor import prop51_bound
 from ..params import DTYPE
+from .protocol import exponent_claims
 
 
 def regression_problem(arch, n: int = 32, seed: int = 0):
@@ -71,8 +73,7 @@ def lr_sweep(quick: bool = True, seeds: int | None = None, steps: int | None = N
     arch = catalog.relu(4, 6, 3, bias=True)
     x, _, loss = regression_problem(arch, n=64)
     law = sum_of_laws(arch.law_set().laws, "sum of neuron laws")
-    control = sum_of_laws([type(law).from_tensors("c", "c", law.params, law.quad[0], law.quad[1],
-                                                  law.quad[2].abs())], "sum of squared norms (not conserved)")
+    control = law.absolute("sum of squared norms (not conserved)")
     lrs = np.geomspace(*lr_range, 4 if quick else 6)
     seeds = seeds or (3 if quick else 10)
     steps = steps or 10
@@ -92,10 +93,8 @@ def lr_sweep(quick: bool = True, seeds: int | None = None, steps: int | None = N
             "mean_error_law": errors["law"].mean(axis=1).tolist(),
             "mean_error_control": errors["control"].mean(axis=1).tolist(),
             "exponent_conserved": p_law, "exponent_control": p_control,
-            "claims": [{"claim": "Prop 5.1: SGD error of a law ~ lr^2", "paper": "exponent 2",
-                        "measured": f"{p_law:.2f}", "pass": 1.7 <= p_law <= 2.3},
-                       {"claim": "non-conserved control ~ lr^1", "paper": "exponent 1",
-                        "measured": f"{p_control:.2f}", "pass": 0.7 <= p_control <= 1.3}]}
+            "claims": exponent_claims("Prop 5.1: SGD error of a law ~ lr^2", "non-conserved control ~ lr^1",
+                                      p_law, p_control)}
 
 
 def prop51(quick: bool = True) -> dict:
@@ -112,8 +111,7 @@ def prop51(quick: bool = True) -> dict:
         traj = sgd(loss, theta0, lambda k: batches[k], steps, lr)
         h = np.array([float(law.value(torch.from_numpy(t))) for t in traj.thetas])
         err = np.abs(h - h[0])
-        c_l = np.cumsum(traj.grad_sq) / np.arange(1, steps + 1)
-        bound = np.r_[0.0, 2.0 * c_l / 2 * np.cumsum(traj.lrs ** 2)]
+        bound = prop51_bound(traj.grad_sq, traj.lrs, c_h=2.0)
         out[name] = {"final_error": float(err[-1]), "final_bound": float(bound[-1]),
                      "error_half": float(err[steps // 2]), "bound_ratio_max": float(np.max(err[1:] / bound[1:]))}
         claims.append({"claim": f"Prop 5.1 bound holds ({name} steps)", "paper": "error <= C_h C_L/2 sum tau^2",

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -25,12 +21,3 @@ def train_monitored(model, laws, inputs, labels, lr: float, steps: int, batch: i
         opt.step()
         monitor.step(lr=lr, loss=float(loss.detach()))
     return monitor
-
-
-def cached_run(path: Path, compute: Callable[[], dict]) -> dict:
-    """The record saved at ``path`` by an earlier run, or ``compute()`` written there at once (resume)."""
-    if path.exists():
-        return json.loads(path.read_text())
-    record = compute()
-    path.write_text(json.dumps(record))
-    return record

@@ -14,10 +14,23 @@ from .transformer import HandWrittenAttentionClassifier, SingleHeadAttention, Tr
 
 @dataclass
 class BuiltIn:
-    build: Callable[[], nn.Module]
+    """A built-in model: its factory, an example input, its training loss and a description."""
+
+    factory: Callable[[], nn.Module]
     example: Callable[[], torch.Tensor]
     loss: str
     description: str
+
+    def build(self, seed: int = 0) -> nn.Module:
+        """The model initialised from ``seed``; the global RNG state is left as it was."""
+        return seeded(self.factory, seed)
+
+
+def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """``factory()`` run with the global RNG seeded, then restored (library code never reseeds it for good)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
 
 
 def _mlp() -> nn.Module:
@@ -58,5 +71,14 @@ BUILTINS: dict[str, BuiltIn] = {
                                        "single-head attention with separate q, k, v, o Linear modules"),
 }
 
-__all__ = ["BUILTINS", "BasicBlock", "BuiltIn", "CifarResNet", "HandWrittenAttentionClassifier",
-           "SingleHeadAttention", "TransformerClassifier", "resnet18_cifar"]
+__all__ = [
+    "BUILTINS",
+    "BasicBlock",
+    "BuiltIn",
+    "CifarResNet",
+    "HandWrittenAttentionClassifier",
+    "SingleHeadAttention",
+    "TransformerClassifier",
+    "resnet18_cifar",
+    "seeded",
+]

@@ -1,8 +1,11 @@
-"""Laws of real PyTorch models: ``find_laws(model, example_input, loss)``."""
+"""Laws of real PyTorch models: ``find_laws(model, example_input, loss)``, handlers for custom modules."""
 
+from .analysis import ModelAnalysis, analyse, analysis_copy
+from .attention import MHALayout
 from .find import ModelLaws, find_laws
-from .laws_nn import ModuleLaw
-from .registry import Handler, register_handler
-from .verify import LossGradFields
+from .handlers import Handler
+from .registry import HandlerRegistry, register_handler
+from .status import CheckedLaw
 
-__all__ = ["Handler", "LossGradFields", "ModelLaws", "ModuleLaw", "find_laws", "register_handler"]
+__all__ = ["CheckedLaw", "Handler", "HandlerRegistry", "MHALayout", "ModelAnalysis", "ModelLaws", "analyse",
+           "analysis_copy", "find_laws", "register_handler"]

@@ -23,8 +23,7 @@ def load_model(spec: str, input_shape: list[int] | None = None) \
 
     if spec in BUILTINS:
         b = BUILTINS[spec]
-        torch.manual_seed(0)
-        return spec, b.build(), b.example() if input_shape is None else None, b.loss
+        return spec, b.build(seed=0), b.example() if input_shape is None else None, b.loss
     if ":" not in spec:
         raise ConslawError(f"unknown model {spec!r}: not a built-in and not of the form FILE.py:FUNCTION or "
                            "package.module:FUNCTION", f"use one of {', '.join(BUILTINS)} (conslaw laws --list)")

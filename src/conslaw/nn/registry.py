@@ -1,17 +1,17 @@
-"""Registry from module classes to law handlers (extensible by users).
+"""Registry from module classes to law handlers, extensible by users, with no hidden global mutation.
 
-A handler analyses a module as a whole (it is a leaf of the traced graph):
-``laws(name, module, space, findings)`` adds its internal laws, and
-``output_carrier(name, module, space)`` says which affine parameters carry
-each output unit (for the rescaling laws with the modules that consume its
-output), or None. Built in: nn.MultiheadAttention, nn.TransformerEncoderLayer,
-nn.TransformerEncoder.
+A :class:`HandlerRegistry` maps module classes to :class:`~conslaw.nn.handlers.Handler`
+objects; lookup follows the class's MRO. ``find_laws(..., handlers=registry)``
+uses a registry for one call; :func:`register_handler` adds to the default
+registry (refusing to overwrite unless asked). ``on_unknown`` says what to do
+with parametric modules that no handler or family knows: ``warn`` (default),
+``error`` or ``silent``.
 
->>> from conslaw.nn import Handler, register_handler
+>>> from conslaw.nn import Handler, HandlerRegistry
 >>> class MyBlockHandler(Handler):
 ...     def laws(self, name, module, space, findings):
-...         ...  # append ModuleLaw objects to findings.laws
->>> register_handler(MyBlock, MyBlockHandler())   # doctest: +SKIP
+...         ...  # append Law objects to findings.laws
+>>> registry = HandlerRegistry.default().with_handler(MyBlock, MyBlockHandler())   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,105 +19,80 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConslawError
-from ..params import ParamSpace
-from .laws_nn import Findings, balance_law, unit_slot
-from .patterns import Carrier, attention_laws, incoming_slots, is_relu
+from .handlers import Handler, MultiheadAttentionHandler, TransformerEncoderHandler, TransformerEncoderLayerHandler
+
+ON_UNKNOWN = ("warn", "error", "silent")
 
 
-class Handler:
-    """Base class: no internal laws, no output carrier."""
+class HandlerRegistry:
+    """Module class -> handler, and the fail mode for parametric modules nobody knows.
 
-    def laws(self, name: str, module: nn.Module, space: ParamSpace, findings: Findings) -> None:
+    Args:
+        handlers: the initial mapping.
+        on_unknown: ``warn``, ``error`` or ``silent``.
+    """
+
+    def __init__(self, handlers: dict[type, Handler] | None = None, on_unknown: str = "warn") -> None:
+        if on_unknown not in ON_UNKNOWN:
+            raise ConslawError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}", "use 'warn'")
+        self._handlers = dict(handlers or {})
+        self.on_unknown = on_unknown
+
+    @classmethod
+    def default(cls) -> HandlerRegistry:
+        """A copy of the default registry (built-in handlers and those added by :func:`register_handler`)."""
+        return cls(DEFAULT_REGISTRY._handlers, DEFAULT_REGISTRY.on_unknown)
+
+    def register(self, module_type: type, handler: Handler, overwrite: bool = False) -> None:
+        """Analyse ``module_type`` as a leaf with ``handler``.
+
+        Args:
+            module_type: an nn.Module subclass.
+            handler: a Handler instance.
+            overwrite: replace an existing handler for that class (else an error).
+        """
+        if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
+            raise ConslawError(f"register_handler needs an nn.Module subclass, got {module_type!r}",
+                               "pass the class itself, e.g. register_handler(MyBlock, MyHandler())")
+        if not isinstance(handler, Handler):
+            raise ConslawError(f"the handler must be a conslaw.nn.Handler, got {type(handler).__name__}",
+                               "subclass conslaw.nn.Handler and override laws() / output_carrier()")
+        if module_type in self._handlers and not overwrite:
+            raise ConslawError(f"{module_type.__name__} already has a handler "
+                               f"({type(self._handlers[module_type]).__name__})", "pass overwrite=True to replace it")
+        self._handlers[module_type] = handler
+
+    def with_handler(self, module_type: type, handler: Handler) -> HandlerRegistry:
+        """A copy with one more (or a replaced) handler; this registry is unchanged."""
+        copy = HandlerRegistry(self._handlers, self.on_unknown)
+        copy.register(module_type, handler, overwrite=True)
+        return copy
+
+    def handler_for(self, module: nn.Module) -> Handler | None:
+        """The handler of the most derived registered class of ``module``, or None."""
+        for cls in type(module).__mro__:
+            if cls in self._handlers:
+                return self._handlers[cls]
         return None
 
-    def output_carrier(self, name: str, module: nn.Module, space: ParamSpace) -> Carrier | None:
-        return None
+    def leaf_types(self) -> tuple[type, ...]:
+        """The registered classes (treated as leaves by the tracer)."""
+        return tuple(self._handlers)
 
 
-class MultiheadAttentionHandler(Handler):
-    def laws(self, name, module, space, findings):
-        attention_laws(space, name, module, findings)
-
-
-class TransformerEncoderLayerHandler(Handler):
-    """Attention laws, FFN neuron laws (ReLU), and LayerNorm rescaling laws of pre-LN layers."""
-
-    def laws(self, name, module, space, findings):
-        attention_laws(space, f"{name}.self_attn", module.self_attn, findings)
-        l1, l2 = f"{name}.linear1", f"{name}.linear2"
-        if is_relu(module.activation):
-            for k in range(module.linear1.out_features):
-                findings.laws.append(balance_law(f"{l1}[{k}] -> {l2}", [unit_slot(space, f"{l2}.weight", 1, k)],
-                                                 incoming_slots(space, l1, k), "rescaling", l1))
-        else:
-            findings.notes.append(f"{name}: activation {getattr(module.activation, '__name__', module.activation)}"
-                                  " is not positively homogeneous: no rescaling law in its feed-forward block")
-        if module.norm_first:
-            attn = module.self_attn
-            cols = ["in_proj_weight"] if attn._qkv_same_embed_dim else ["q_proj_weight", "k_proj_weight",
-                                                                       "v_proj_weight"]
-            for k in range(attn.embed_dim):
-                out = [unit_slot(space, f"{name}.self_attn.{c}", 1, k) for c in cols]
-                findings.laws.append(balance_law(f"{name}.norm1[{k}] -> self_attn", out,
-                                                 incoming_slots(space, f"{name}.norm1", k), "rescaling",
-                                                 f"{name}.norm1"))
-            for k in range(module.linear1.in_features):
-                findings.laws.append(balance_law(f"{name}.norm2[{k}] -> linear1",
-                                                 [unit_slot(space, f"{l1}.weight", 1, k)],
-                                                 incoming_slots(space, f"{name}.norm2", k), "rescaling",
-                                                 f"{name}.norm2"))
-
-    def output_carrier(self, name, module, space):
-        if module.norm_first:
-            return None
-        norm = f"{name}.norm2"
-        return Carrier(norm, module.norm2.normalized_shape[0], -1, lambda k: incoming_slots(space, norm, k),
-                       mixable=False)
-
-
-class TransformerEncoderHandler(Handler):
-    def laws(self, name, module, space, findings):
-        for i, layer in enumerate(module.layers):
-            TransformerEncoderLayerHandler().laws(f"{name}.layers.{i}", layer, space, findings)
-        last = len(module.layers) - 1
-        if module.layers[last].norm_first and module.norm is None:
-            return
-        if not module.layers[last].norm_first and module.norm is not None:
-            findings.notes.append(f"{name}: the final norm follows a LayerNorm; no law between them is named")
-
-    def output_carrier(self, name, module, space):
-        if module.norm is not None:
-            norm = f"{name}.norm"
-            return Carrier(norm, module.norm.normalized_shape[0], -1, lambda k: incoming_slots(space, norm, k),
-                           mixable=False)
-        last = len(module.layers) - 1
-        return TransformerEncoderLayerHandler().output_carrier(f"{name}.layers.{last}", module.layers[last], space)
-
-
-HANDLERS: dict[type, Handler] = {
+DEFAULT_REGISTRY = HandlerRegistry({
     nn.MultiheadAttention: MultiheadAttentionHandler(),
     nn.TransformerEncoderLayer: TransformerEncoderLayerHandler(),
     nn.TransformerEncoder: TransformerEncoderHandler(),
-}
+})
 
 
-def register_handler(module_type: type, handler: Handler) -> None:
-    """Treat ``module_type`` as a leaf analysed by ``handler`` (its own laws and output carrier)."""
-    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
-        raise ConslawError(f"register_handler needs an nn.Module subclass, got {module_type!r}",
-                           "pass the class itself, e.g. register_handler(MyBlock, MyHandler())")
-    if not isinstance(handler, Handler):
-        raise ConslawError(f"the handler must be a conslaw.nn.Handler, got {type(handler).__name__}",
-                           "subclass conslaw.nn.Handler and override laws() / output_carrier()")
-    HANDLERS[module_type] = handler
+def register_handler(module_type: type, handler: Handler, overwrite: bool = False) -> None:
+    """Add a handler to the default registry (used by every later ``find_laws`` call without ``handlers``).
 
-
-def handler_for(module: nn.Module) -> Handler | None:
-    for cls in type(module).__mro__:
-        if cls in HANDLERS:
-            return HANDLERS[cls]
-    return None
-
-
-def leaf_types() -> tuple[type, ...]:
-    return tuple(HANDLERS)
+    Args:
+        module_type: an nn.Module subclass.
+        handler: a Handler instance.
+        overwrite: replace an existing handler for that class.
+    """
+    DEFAULT_REGISTRY.register(module_type, handler, overwrite)

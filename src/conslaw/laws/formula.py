@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from .params import ParamSpace
+from ..params import ParamSpace
 
 Coef = float | Fraction
 

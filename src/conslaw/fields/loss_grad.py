@@ -1,51 +1,44 @@
-"""Verification of laws on the model itself: loss-gradient fields (Sec 4.4) in float64.
+"""Loss-gradient fields of a real model: chi_Z(theta) = grad L_Z(theta) (Prop 2.3, Sec 4.4).
 
-``LossGradFields`` are the fields grad L_Z(theta) of the model's own loss over
-random batches Z (Prop 2.3: W_theta is their span). A law h is exact when
-max_Z |<grad h, grad L_Z>| / (|grad h| |grad L_Z|) is at round-off.
-
-The model is analysed on a float64 copy; the user's model (parameters,
-buffers, running statistics) is never touched. Dropout is switched off in the
-copy (a random mask makes the fields random); BatchNorm in training mode is
-patched with ``torch.func.replace_all_batch_norm_modules_`` so that the
-functional transforms do not update running statistics (eval-mode BatchNorm
-keeps its running statistics, which it only reads).
+W_theta is the span of the gradients of the model's own loss over random
+batches Z = (inputs, targets). Evaluated on the model given (usually a float64
+analysis copy, see :func:`conslaw.nn.analysis.analysis_copy`) through
+``torch.func.functional_call`` with its buffers passed explicitly.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, replace_all_batch_norm_modules_, vmap
+from torch.func import functional_call, grad, vmap
 
 from ..errors import ConslawError
-from ..fields import FieldSource
 from ..params import DTYPE, ParamSpace
+from .base import FieldSource
+from .inputs import gaussian_inputs
 
 LOSSES = ("mse", "cross_entropy")
-
-
-def analysis_copy(model: nn.Module) -> nn.Module:
-    """A float64 copy with dropout off and BatchNorm safe for torch.func; the original is untouched."""
-    clone = copy.deepcopy(model).to(DTYPE)
-    for m in clone.modules():
-        if isinstance(m, nn.Dropout | nn.Dropout1d | nn.Dropout2d | nn.Dropout3d):
-            m.p = 0.0
-        if isinstance(m, nn.MultiheadAttention):
-            m.dropout = 0.0
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            replace_all_batch_norm_modules_(m)  # batch statistics, no running-stat updates
-    return clone
+#: above this D, fields are evaluated one by one with plain autograd instead of vmap
+VMAP_MAX_D = 200_000
 
 
 class LossGradFields(FieldSource):
-    """chi_Z(theta) = grad L_Z(theta) for random batches Z = (inputs, targets) of the model's loss."""
+    """chi_Z(theta) = grad L_Z(theta) for random batches Z = (inputs, targets) of the model's loss.
 
-    kind = "loss-gradient"
+    Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.inputs`),
+    integer inputs (token ids) uniformly below the smallest embedding size.
+
+    Args:
+        model: the module (its parameters that require gradients are theta).
+        example_input: one batch of inputs (batch first), for the input shape and dtype.
+        loss: ``mse`` or ``cross_entropy``.
+        batch: inputs per sampled field.
+    """
+
+    label = "loss-gradient"
     oversample = 3.0
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, loss: str = "mse", batch: int = 8) -> None:
@@ -70,16 +63,19 @@ class LossGradFields(FieldSource):
             raise ConslawError(f"cross_entropy needs outputs of shape (batch, classes), got (batch, "
                                f"{', '.join(map(str, self.output_shape))})", "use --loss mse")
 
+    def theta(self) -> torch.Tensor:
+        """The model's current parameters as a flat float64 vector."""
+        return self.space.flatten(dict(self.model.named_parameters())).detach()
+
     def sample_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        shape = (n, *self.example.shape[1:])
+        """Draw n inputs shaped like one example (token ids or a Gaussian scale mixture)."""
+        shape = tuple(self.example.shape[1:])
         if self.integer_input:
-            return torch.randint(0, self.high, shape, generator=generator, dtype=self.example.dtype)
-        # a Gaussian scale mixture (scales e^u, u ~ U(-3, 3)): inputs reach every linear region of a
-        # piecewise-linear model, also those that biases put away from the origin
-        scale = torch.exp(torch.rand(n, generator=generator, dtype=DTYPE) * 6.0 - 3.0)
-        return torch.randn(shape, generator=generator, dtype=DTYPE) * scale.reshape(-1, *([1] * (len(shape) - 1)))
+            return torch.randint(0, self.high, (n, *shape), generator=generator, dtype=self.example.dtype)
+        return gaussian_inputs(n, shape, generator)
 
     def sample(self, n: int, generator: torch.Generator) -> Any:
+        """Draw n batches (inputs, targets) of ``batch`` examples each."""
         x = self.sample_inputs(n * self.batch, generator)
         if self.loss == "cross_entropy":
             y = torch.randint(0, self.output_shape[0], (n * self.batch,), generator=generator)
@@ -91,6 +87,7 @@ class LossGradFields(FieldSource):
         return functional_call(self.model, {**params, **self.buffers}, (x,))
 
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
+        """L_Z(theta) for one batch Z = p = (inputs, targets)."""
         x, y = p
         out = self._forward(self.space.unflatten(theta), x)
         if self.loss == "cross_entropy":
@@ -98,11 +95,12 @@ class LossGradFields(FieldSource):
         return (out - y).square().mean()  # F.mse_loss fails under forward-over-reverse (torch 2.13)
 
     def field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
+        """grad L_Z(theta)."""
         return grad(self.loss_value)(theta, p)
 
     def evaluate(self, theta: torch.Tensor, ps: Any) -> torch.Tensor:
         """Batched with vmap for small models, one by one (plain autograd) for large ones."""
-        if self.space.D <= 200_000:
+        if self.space.D <= VMAP_MAX_D:
             return vmap(self.field, in_dims=(None, 0))(theta, ps)
         rows = []
         for k in range(ps[0].shape[0]):

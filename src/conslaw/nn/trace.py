@@ -1,4 +1,4 @@
-"""The data-flow picture of an nn.Module, from torch.fx.
+"""Tracing: the data-flow picture of an nn.Module, from torch.fx.
 
 Modules with no children are leaves, and so are the modules a handler is
 registered for (nn.MultiheadAttention, nn.TransformerEncoderLayer, ...): their
@@ -28,10 +28,12 @@ class Graph:
     nodes: list[fx.Node] = field(default_factory=list)
 
     def module_of(self, node: fx.Node) -> nn.Module | None:
+        """The module a ``call_module`` node calls (None for other nodes)."""
         return self.gm.get_submodule(node.target) if node.op == "call_module" else None
 
     @staticmethod
     def shape(node: fx.Node) -> tuple[int, ...] | None:
+        """The output shape recorded by shape propagation (None when unknown)."""
         meta = node.meta.get("tensor_meta")
         return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
@@ -44,6 +46,7 @@ class LawTracer(fx.Tracer):
         self.leaf_types = leaf_types
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        """Leaves: modules without children and the registered types."""
         return isinstance(m, self.leaf_types) or not list(m.children())
 
 

@@ -1,0 +1,147 @@
+"""What every command shares: option decorators, integer parsing, theta files, MODEL loading, catalog subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from ..catalog import ARCHITECTURES, Architecture, ArchSpec
+from ..errors import ConslawError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+POSITIONAL = {**CONTEXT, "ignore_unknown_options": True}
+
+
+def compose(*decorators):
+    """One decorator applying ``decorators`` in order (the first is the outermost option)."""
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
+
+
+FIELDS_OPTION = click.option("--fields", type=click.Choice(["reparam", "model"]), default=None,
+                             help="dphi^T a (eq. 9) or d_theta g^T w (Cor 2.5); default: reparam where the "
+                                  "catalog has phi")
+INIT_OPTION = click.option("--init", type=click.Choice(["gaussian", "positive"]), default="gaussian",
+                           show_default=True, help="distribution of the random theta")
+SEED_OPTION = click.option("--seed", type=int, default=0, show_default=True,
+                           help="seed of theta and of every random draw")
+RESIDUAL_OPTION = click.option("--residual", is_flag=True,
+                               help="wrap the block in a skip connection x + g(x) (Prop 3.2)")
+BLOCK_OPTION = click.option("--block", default=None,
+                            help="comma-separated parameter names: the laws depending on these only (Prop 4.3)")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+INPUT_SHAPE_OPTION = click.option("--input-shape", default=None,
+                                  help="example input shape, batch first, e.g. 2,3,32,32")
+LOSS_OPTION = click.option("--loss", type=click.Choice(["mse", "cross_entropy"]), default=None,
+                           help="the training loss (default: the built-in model's, else mse)")
+
+
+def echo_json(data: dict) -> None:
+    """Print one standard JSON object (no NaN / Infinity) on stdout."""
+    click.echo(json.dumps(data, default=str, allow_nan=False))
+
+
+def progress_wanted(as_json: bool) -> bool:
+    """Progress bars on stderr for people at a terminal, never with --json."""
+    return not as_json and sys.stderr.isatty()
+
+
+def parse_int(text, what: str) -> int:
+    """``text`` as an int, or a one-line error naming ``what``."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ConslawError(f"{what} must be an integer, got {text!r}", f"pass a whole number for {what}") from None
+
+
+def parse_ints(texts, what: str) -> list[int]:
+    """Every text as an int (see :func:`parse_int`)."""
+    return [parse_int(t, what) for t in texts]
+
+
+def parse_block(text: str | None) -> list[str] | None:
+    """``--block a,b`` as a list of parameter names (None when absent)."""
+    return None if not text else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def load_theta(path: str | None) -> torch.Tensor | None:
+    """theta from a .npy file, a JSON list or whitespace-separated text (None when no path)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise ConslawError(f"theta file {path!r} does not exist", "pass the path of an existing file")
+    try:
+        if p.suffix == ".npy":
+            values = np.load(p, allow_pickle=False)
+        elif p.suffix == ".json":
+            values = np.asarray(json.loads(p.read_text()), dtype=float)
+        else:
+            values = np.loadtxt(p, dtype=float)
+        values = np.asarray(values, dtype=float).reshape(-1)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise ConslawError(f"cannot read theta from {path!r}: {exc}",
+                           "write D numbers as .npy, a JSON list, or whitespace-separated text") from exc
+    return torch.as_tensor(values)
+
+
+def model_and_input(spec: str, input_shape: str | None):
+    """(name, module, example input, default loss) for MODEL and an optional --input-shape like 2,3,32,32."""
+    from ..nn.load import load_model
+
+    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
+    name, module, example, default_loss = load_model(spec, shape)
+    if shape is not None:
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if example is None:
+        raise ConslawError(f"{spec} gives no example input", "pass --input-shape, e.g. --input-shape 2,3,32,32")
+    return name, module, example, default_loss
+
+
+def _arg_decorator(arg):
+    if arg.positional:
+        return click.argument(arg.name, nargs=-1, required=True)
+    if arg.flag:
+        return click.option(arg.option, arg.name, is_flag=True, help=arg.help)
+    return click.option(arg.option, arg.name, nargs=arg.nargs, required=arg.default is None,
+                        default=None if arg.default is None else str(arg.default),
+                        show_default=arg.default is not None, help=arg.help)
+
+
+def _values(spec: ArchSpec, opts: dict) -> dict:
+    """The spec's argument values from the parsed options (integers), removed from ``opts``."""
+    values = {}
+    for arg in spec.args:
+        raw = opts.pop(arg.name)
+        if arg.flag:
+            values[arg.name] = bool(raw)
+        elif arg.positional or arg.nargs > 1:
+            values[arg.name] = parse_ints(raw, arg.name.rstrip("s"))
+        elif raw is not None:
+            values[arg.name] = parse_int(raw, arg.name)
+    return values
+
+
+def register_arch_commands(group: click.Group, options, action) -> None:
+    """One subcommand per catalog constructor under ``group``; ``action(arch, **options)`` runs it."""
+    for name, spec in ARCHITECTURES.items():
+
+        def command(_spec=spec, **opts):
+            arch: Architecture = _spec.make(_values(_spec, opts))
+            if opts.pop("residual", False):
+                arch = arch.residual()
+            action(arch, **opts)
+
+        command.__doc__ = spec.doc
+        for arg in reversed(spec.args):
+            command = _arg_decorator(arg)(command)
+        command = options(command)
+        group.command(name, context_settings=POSITIONAL if any(a.positional for a in spec.args) else CONTEXT)(command)

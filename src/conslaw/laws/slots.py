@@ -1,0 +1,58 @@
+"""Slots: named slices of a parameter tensor ("unit k of a weight") that laws are written with.
+
+A :class:`Slot` is the set of flat coordinates of one unit of a parameter
+(row k of a Linear weight, output channel k of a convolution, column j of a
+consumer weight, entry k of a bias), with the text that names it in a formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..params import ParamSpace
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Flat indices of units ``units`` of parameter ``name`` along ``axis``, and their text, e.g. ``W[3,:]``."""
+
+    name: str
+    index: torch.Tensor
+    text: str
+    axis: int = 0
+    units: tuple[int, ...] = ()
+
+
+def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: list[int] | None = None) -> Slot:
+    """Entries of parameter ``name`` with index k (a unit, or a slice of units, or ``cols``) along ``axis``.
+
+    Args:
+        space: the parameter space holding ``name``.
+        name: the parameter.
+        axis: the unit axis (0 for rows / output channels, 1 for columns / input channels).
+        k: one unit index, or a slice of them.
+        cols: explicit unit indices (overrides ``k``).
+    """
+    idx = space.indices(name)
+    if cols is not None:
+        sel = idx.index_select(axis, torch.tensor(cols))
+        label = f"{cols[0]}:{cols[-1] + 1}" if len(cols) > 1 and cols == list(range(cols[0], cols[-1] + 1)) \
+            else ",".join(map(str, cols))
+        units = tuple(cols)
+    else:
+        sel = idx.select(axis, k) if isinstance(k, int) else idx[(slice(None),) * axis + (k,)]
+        label = str(k) if isinstance(k, int) else f"{k.start}:{k.stop}"
+        units = (k,) if isinstance(k, int) else tuple(range(k.start, k.stop))
+    parts = [":"] * idx.dim()
+    parts[axis] = label
+    text = f"{name}[{','.join(parts)}]" if idx.dim() > 1 else f"{name}[{label}]"
+    # a copy: a view would keep the whole index tensor alive
+    return Slot(name, sel.reshape(-1).clone(), text, axis, units)
+
+
+def parameter_rows(space: ParamSpace, name: str, rows: bool = True) -> list[Slot]:
+    """Every unit of parameter ``name``: its rows (``rows=True``) or its columns, as slots."""
+    n = space.shapes[name][0 if rows else 1]
+    return [unit_slot(space, name, 0 if rows else 1, k) for k in range(n)]

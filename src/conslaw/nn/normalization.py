@@ -1,0 +1,65 @@
+"""Families of layers feeding a normalization: ``scale-invariance`` (approximate) and LayerNorm ``translation``.
+
+Weights (and bias) feeding a normalization that uses batch (or layer)
+statistics are scale invariant up to its eps: the squared norm of each
+normalized unit is conserved *approximately*, with the eps as the stated
+cause; a bias whose effect the normalization removes has zero gradient (each
+entry is conserved). A Linear feeding a LayerNorm over its outputs also has
+exact translation laws (the LayerNorm removes the mean).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..laws import balance_law, coordinate_law, unit_slot
+from ..params import ParamSpace
+from .findings import Findings
+from .ops import BATCHNORM, CONV
+from .trace import Graph
+from .translation import translation_laws
+
+
+def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
+    """Scale invariances (approximate, cause: eps) and LayerNorm translations of layers feeding a normalization."""
+    for node in graph.nodes:
+        m = graph.module_of(node)
+        if not isinstance(m, (nn.Linear, *CONV)) or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        norm = graph.module_of(user) if user.op == "call_module" else None
+        if not isinstance(norm, (*BATCHNORM, nn.LayerNorm, nn.GroupNorm)):
+            continue
+        name, has_bias = node.target, f"{node.target}.bias" in space.shapes
+        cause = (f"{type(norm).__name__} eps={norm.eps:g}: the normalization is scale invariant only up to "
+                 "O(eps / variance)")
+
+        with_bias = has_bias and isinstance(norm, nn.LayerNorm)
+
+        def invariance(label: str, units: int | slice, unit: tuple = (), name=name, by=user.target, cause=cause,
+                       with_bias=with_bias):
+            slots = [unit_slot(space, f"{name}.weight", 0, units)]
+            if with_bias:
+                slots.append(unit_slot(space, f"{name}.bias", 0, units))
+            findings.laws.append(balance_law(f"{label} (normalized by {by})", slots, [], family="scale-invariance",
+                                             module=name, unit=unit, approximate_cause=cause))
+
+        if isinstance(norm, BATCHNORM):
+            if not norm.training and norm.track_running_stats:
+                findings.warnings.append(
+                    f"{user.target} is a BatchNorm in eval mode: it uses running statistics, so the scale "
+                    f"invariance of {name} is gone (call model.train() to analyse training)")
+                continue
+            for k in range(norm.num_features):
+                invariance(f"{name}[{k}]", k, (k,))
+                if has_bias:
+                    findings.laws.append(coordinate_law(space, f"{name}.bias", k, f"cancelled by the mean of "
+                                                        f"{user.target}", family="zero-gradient", module=name))
+        elif isinstance(norm, nn.LayerNorm) and isinstance(m, nn.Linear) \
+                and tuple(norm.normalized_shape) == (m.out_features,):
+            invariance(name, slice(0, m.out_features))
+            translation_laws(space, name, m.in_features, has_bias, f"shift removed by {user.target}", findings)
+        elif isinstance(norm, nn.GroupNorm) and isinstance(m, CONV):
+            per = norm.num_channels // norm.num_groups
+            for g in range(norm.num_groups):
+                invariance(f"{name} group {g}", slice(g * per, (g + 1) * per), (g,))

@@ -1,0 +1,99 @@
+"""Status of a found law on the model: exact, approximate (with its cause) or failed.
+
+A law is checked against loss-gradient fields at the model's theta AND at a
+perturbed theta (each parameter moved by 10 % of its own, or the model's,
+root-mean-square), so that a degenerate point (a zero-initialised layer where
+every field vanishes on the law's coordinates) cannot make it pass vacuously.
+The residual is the one of :mod:`conslaw.laws.verify`:
+
+- ``exact``: residual below :data:`~conslaw.laws.EXACT` (round-off);
+- ``approximate``: residual below :data:`APPROXIMATE` and a known cause
+  (e.g. the eps of a normalization breaks its scale invariance by O(eps / variance));
+- ``failed``: the pattern matched but the law does not hold on this model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..laws import EXACT, Law, law_residual
+from ..params import DTYPE, ParamSpace
+
+APPROXIMATE = 1e-2
+#: relative size of the perturbation of the second verification point
+PERTURBATION = 0.1
+
+
+@dataclass(frozen=True)
+class CheckedLaw:
+    """A law with its verification on a model: status and worst residual."""
+
+    law: Law
+    status: str
+    max_residual: float
+
+    @property
+    def family(self) -> str | None:
+        """The law's family."""
+        return self.law.family
+
+    @property
+    def module(self) -> str | None:
+        """The module the law belongs to."""
+        return self.law.module
+
+    @property
+    def verified(self) -> bool:
+        """True when exact (residual at round-off)."""
+        return self.status == "exact"
+
+    @property
+    def approximate(self) -> bool:
+        """True when it holds only approximately, for a known cause."""
+        return self.status == "approximate"
+
+    def as_dict(self) -> dict:
+        """One entry of ``laws`` in ``conslaw laws --json`` (``kind`` = the family)."""
+        return {**self.law.as_dict(), "kind": self.law.family, "count": 1, "verified": self.verified,
+                "approximate": self.approximate, "status": self.status, "max_residual": self.max_residual,
+                "cause": self.law.approximate_cause if self.approximate else None}
+
+    def __repr__(self) -> str:
+        return f"CheckedLaw({self.status}, residual {self.max_residual:.1e}: {self.law.formula})"
+
+
+def classify(law: Law, residual: float) -> str:
+    """``exact``, ``approximate`` or ``failed`` from the residual and the law's declared cause."""
+    if residual < EXACT:
+        return "exact"
+    if law.approximate_cause is not None and residual < APPROXIMATE:
+        return "approximate"
+    return "failed"
+
+
+def perturbed(space: ParamSpace, theta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """theta moved by PERTURBATION times each parameter's rms (the model's rms for all-zero parameters)."""
+    overall = float(theta.square().mean().sqrt()) or 1.0
+    out = theta.clone()
+    for name in space.names:
+        sl = space.slice(name)
+        scale = float(theta[sl].square().mean().sqrt()) or overall
+        out[sl] += PERTURBATION * scale * torch.randn(sl.stop - sl.start, generator=generator, dtype=DTYPE)
+    return out
+
+
+def check_laws(laws: Sequence[Law], points: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[CheckedLaw]:
+    """Every law's worst residual over the (theta, fields at theta) pairs, and its status.
+
+    Args:
+        laws: the laws.
+        points: pairs (theta, (n, D) fields at theta).
+    """
+    checked = []
+    for law in laws:
+        residual = max(law_residual(law, fields, theta) for theta, fields in points)
+        checked.append(CheckedLaw(law, classify(law, residual), residual))
+    return checked

@@ -176,3 +176,17 @@ def test_report_and_bad_arguments():
             derivative_check(source, theta, **kwargs)
     with pytest.raises(ConslawError):
         derivative_check(source, torch.ones(3, dtype=DT))
+
+
+def test_engine_counts_layer_norm_laws_with_composites():
+    """Linear(3,4)-LayerNorm(4)-Linear(4,2): 4 laws from the mean subtraction (shifting every pre-activation of
+    the first layer by the same a.x + c leaves the output unchanged: W1 + 1 a^T, b1 + c 1) and 4 from the
+    rescalings gamma_i -> l gamma_i, W2[:, i] -> W2[:, i] / l. With native layer_norm (torch 2.13) the wrong
+    level-3 brackets add 4 spurious directions and the engine reports 4 laws, with an equally clean gap."""
+    from conslaw.lie import lie_trace_dimension
+
+    source, theta = loss_fields(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    with composite_ops():
+        result = lie_trace_dimension(source, theta, max_level=5)
+    assert (result.D, result.num_laws, result.saturated) == (34, 8, True)
+    assert result.spectral_gap > 1e5

@@ -24,6 +24,12 @@ gelu with ``approximate='tanh'`` is 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3
 from ``tanh``, mul and add (the native kernel's third derivative is NaN for
 |x| >= 30).
 
+The consequence is not small: for Linear(3,4)-LayerNorm(4)-Linear(4,2) the
+engine counts 4 conservation laws with the native kernel and the right 8 with
+the composites, both with a clean spectral gap (> 1e7); likewise for
+BatchNorm1d in training mode. :func:`conslaw.derivative_check.derivative_check`
+detects such ops.
+
 ``eps = 0`` is allowed: the output is then exactly invariant under x -> a x,
 a > 0 (and undefined where var = 0, as for the kernels).
 

@@ -1,0 +1,148 @@
+"""Check the engine's brackets against finite differences: one more derivative, independently.
+
+The engine evaluates a level-k right-nested bracket
+``[X, Y](theta) = DY(theta) X(theta) - DX(theta) Y(theta)`` with X = chi_p1 and
+Y = [chi_p2, [..., chi_pk]] the level-(k-1) bracket, by forward-mode
+derivatives (``torch.func.jvp``, batched with ``vmap``) of the fields. A
+native op whose nested forward-mode derivative is wrong gives wrong brackets
+without any error (see :mod:`conslaw.composite`). This check recomputes the
+two directional derivatives by central differences of the lower-order values:
+
+    DY(theta) X  ~  (Y(theta + h_X X) - Y(theta - h_X X)) / (2 h_X)
+    DX(theta) Y  ~  (X(theta + h_Y Y) - X(theta - h_Y Y)) / (2 h_Y)
+
+where Y is evaluated by :func:`conslaw.lie.bracket_value` (jvp at order k-1:
+the check tests the k-th derivative given the lower ones, and level k = 2
+tests the first jvp of the fields). The displacement |h_X X| = |h_Y Y| =
+step * |theta|_rms (the typical size of one coordinate, |theta| / sqrt(D); 1
+at theta = 0) with step = eps^(1/3) ~ 6e-6 in float64 balances the O(h^2)
+truncation error against the O(eps / h) round-off. (A displacement
+proportional to |theta| itself grows like sqrt(D) while the curvature does
+not, and lets the truncation error dominate on larger models.)
+
+The relative error of one bracket is
+
+    |b_jvp - b_fd| / max(s, |b_fd|, tiny),   s = |DY X|_jvp + |DX Y|_jvp,
+
+the size s of the two terms the bracket is the difference of (s >= |b_jvp|;
+it is the scale the engine divides every bracket by, so an error e here moves
+the engine's normalized row by e). A bracket that vanishes by cancellation
+therefore reads as round-off, not as 100 % error.
+
+A difference quotient cannot resolve the derivative of round-off: when the
+inner bracket Y has itself cancelled, |Y| < 1e-6 s_Y (s_Y the terms Y is
+the difference of), the FD noise eps s_Y / h exceeds |DY X| and the sample
+is not scored (``checked`` counts the scored ones; level 2, whose Y is a
+field, is always scored).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.func import vmap
+from torch.utils._pytree import tree_map
+
+from .errors import ConslawError
+from .fields import FieldSource
+from .lie import bracket_value
+
+#: float64 machine epsilon^(1/3): the step of a central difference
+DEFAULT_STEP = torch.finfo(torch.float64).eps ** (1 / 3)
+DEFAULT_THRESHOLD = 1e-4
+#: |Y| / s_Y below this: the inner bracket has cancelled to round-off and its FD derivative is noise
+CANCELLED = 1e-6
+TINY = 1e-300
+
+
+@dataclass
+class DerivativeCheck:
+    """Worst relative error of the jvp brackets against central differences, per level and overall.
+
+    ``levels[k]`` is None when no level-k sample could be scored (all inner brackets cancelled).
+    """
+
+    levels: dict[int, float | None]
+    checked: dict[int, int]
+    worst_relative_error: float
+    threshold: float
+    samples: int
+    step: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every checked bracket agrees with its finite difference within ``threshold``."""
+        return math.isfinite(self.worst_relative_error) and self.worst_relative_error <= self.threshold
+
+    def as_dict(self) -> dict:
+        def finite(x: float | None) -> float | None:
+            return x if x is not None and math.isfinite(x) else None
+
+        return {"levels": [{"level": k, "worst_relative_error": finite(e), "checked": self.checked[k]}
+                           for k, e in self.levels.items()],
+                "worst_relative_error": finite(self.worst_relative_error), "threshold": self.threshold,
+                "ok": self.ok, "samples": self.samples, "step": self.step}
+
+
+def _central(fn, theta: torch.Tensor, direction: torch.Tensor, length: float) -> torch.Tensor:
+    """D fn(theta) direction by a central difference with displacement ``length`` along direction."""
+    norm = float(direction.norm())
+    if norm == 0.0:
+        return torch.zeros_like(fn(theta))
+    h = length / norm
+    return (fn(theta + h * direction) - fn(theta - h * direction)) / (2 * h)
+
+
+def fd_bracket(source: FieldSource, theta: torch.Tensor, ps: tuple, length: float,
+               x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[X, Y](theta) = DY X - DX Y by central differences, X = chi_p1 = x, Y = bracket_value(ps[1:]) = y at theta."""
+    return (_central(lambda t: bracket_value(source, t, ps[1:])[0], theta, x, length)
+            - _central(lambda t: source.field(t, ps[0]), theta, y, length))
+
+
+def _worst(errors: list[float]) -> float | None:
+    """The largest error, NaN first; None for none."""
+    return max(errors, key=lambda e: e if math.isfinite(e) else math.inf) if errors else None
+
+
+def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 3, samples: int = 2,
+                     generator: torch.Generator | None = None, step: float | None = None,
+                     threshold: float = DEFAULT_THRESHOLD) -> DerivativeCheck:
+    """Compare ``samples`` random brackets at each level 2..``levels`` with central differences.
+
+    The jvp brackets are evaluated batched (``vmap``), as the engine does; the
+    differences one by one. ``generator`` defaults to seed 0; ``step`` to
+    eps^(1/3) (relative to |theta|_rms, see the module doc).
+    """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ConslawError(f"derivative_check needs levels >= 2 (brackets), got {levels!r}",
+                           "pass levels=2 or more (3 checks the third derivative of the loss)")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConslawError(f"derivative_check needs samples >= 1, got {samples!r}", "pass samples=2 or so")
+    step = DEFAULT_STEP if step is None else float(step)
+    if not 0.0 < step < 1.0:
+        raise ConslawError(f"step must be in (0, 1), got {step}", "leave step=None for eps^(1/3)")
+    theta = source.space.check_theta(theta)
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    rms = float(theta.norm()) / math.sqrt(theta.numel())
+    length = step * (rms if rms > 0 else 1.0)
+    worst: dict[int, float | None] = {}
+    checked: dict[int, int] = {}
+    for level in range(2, levels + 1):
+        batched = [source.sample(samples, generator) for _ in range(level)]
+        values, scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)(*batched)
+        errors = []
+        for i in range(samples):
+            ps = tuple(tree_map(lambda t, i=i: t[i], p) for p in batched)
+            y, y_scale = bracket_value(source, theta, ps[1:])
+            if level > 2 and float(y.norm()) < CANCELLED * float(y_scale):
+                continue  # Y is round-off: its difference quotient is noise
+            fd = fd_bracket(source, theta, ps, length, source.field(theta, ps[0]), y)
+            denominator = max(float(scales[i]), float(fd.norm()), TINY)
+            errors.append(float((values[i] - fd).norm()) / denominator)
+        worst[level], checked[level] = _worst(errors), len(errors)
+    overall = _worst([e for e in worst.values() if e is not None])  # level 2 is always scored
+    return DerivativeCheck(levels=worst, checked=checked, worst_relative_error=math.nan if overall is None else overall,
+                           threshold=threshold, samples=samples, step=step)

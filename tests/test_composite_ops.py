@@ -9,7 +9,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from conslaw import composite as C
 from conslaw.composite import UNVERIFIED_NATIVE_OPS, composite_ops
 from conslaw.errors import ConslawError
-from conslaw.nn.verify import analysis_copy
+from conslaw.nn import analysis_copy
 
 DT = torch.float64
 

@@ -9,8 +9,8 @@ from torch import nn
 from conslaw.composite import composite_ops
 from conslaw.derivative_check import derivative_check
 from conslaw.errors import ConslawError
-from conslaw.fields import FieldSource, ReparamFields
-from conslaw.nn.verify import LossGradFields, analysis_copy
+from conslaw.fields import FieldSource, LossGradFields, ReparamFields
+from conslaw.nn import analysis_copy
 from conslaw.params import ParamSpace
 
 DT = torch.float64

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .catalog.base import Architecture
+from .derivative_check import DerivativeCheck, checked_derivatives
 from .fields import RestrictedFields, restrict
 from .lie import LieResult, lie_trace_dimension
 from .rank import DEFAULT_RTOL
@@ -34,6 +35,7 @@ class CountResult:
     known_gap: float | None
     max_law_residual: float | None
     seconds: float
+    derivative_check: DerivativeCheck | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -72,6 +74,7 @@ class CountResult:
             "known_laws_gap": _finite(self.known_gap),
             "max_law_residual": self.max_law_residual,
             "seed": self.lie.seed,
+            "derivative_check": None if self.derivative_check is None else self.derivative_check.as_dict(),
             "seconds": self.seconds,
             "notes": self.arch.notes,
             "warnings": self.warnings + self.lie.warnings,
@@ -104,6 +107,7 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
     lie = lie_trace_dimension(source, theta, seed=seed, rtol=rtol, progress=progress)
     known = known_gap = residual = None
     warnings: list[str] = []
+    check = checked_derivatives(source, theta, lie, seed, warnings)
     if laws is not None:
         rank = laws.rank(theta, rtol)
         known, known_gap = rank.rank, rank.gap
@@ -114,4 +118,5 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
     return CountResult(arch=arch, block=source.block if block else None, fields=source.label, flow=flow,
                        init=init, lie=lie,
                        known_laws=known, known_gap=known_gap, max_law_residual=residual,
-                       seconds=time.perf_counter() - start, warnings=warnings)
+                       seconds=time.perf_counter() - start, derivative_check=check, warnings=warnings)
+

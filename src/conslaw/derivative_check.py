@@ -146,3 +146,25 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
     overall = _worst([e for e in worst.values() if e is not None])  # level 2 is always scored
     return DerivativeCheck(levels=worst, checked=checked, worst_relative_error=math.nan if overall is None else overall,
                            threshold=threshold, samples=samples, step=step)
+
+
+def checked_derivatives(source, theta: torch.Tensor, lie, seed: int,
+                        warnings: list[str]) -> DerivativeCheck | None:
+    """The engine's brackets against finite differences, at the levels it used (up to 3); a warning when off.
+
+    Args:
+        source: the fields counted.
+        theta: the point.
+        lie: the engine's result (its number of levels).
+        seed: seed of the sampled brackets.
+        warnings: where a failed check is reported.
+    """
+    levels = min(3, len(lie.levels))
+    if levels < 2:
+        return None
+    check = derivative_check(source, theta, levels=levels, samples=2, generator=torch.Generator().manual_seed(seed))
+    if not check.ok:
+        warnings.append(f"derivative check failed: the engine's brackets differ from finite differences by "
+                        f"{check.worst_relative_error:.1e} (> {check.threshold:g}); the count is not trustworthy "
+                        "(an op with a wrong higher derivative: see conslaw.composite)")
+    return check

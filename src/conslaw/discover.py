@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from .derivative_check import DerivativeCheck, checked_derivatives
 from .errors import ConslawError
 from .fields import FieldSource, restrict
 from .laws import Law, LawSet, QuadraticLaw, compact_formula, latex_formula
@@ -164,6 +165,7 @@ class Discovery:
     seed: int
     notes: list[str] = field(default_factory=list)
     basis_size: int = 0
+    derivative_check: DerivativeCheck | None = None
 
     @property
     def num_laws(self) -> int:
@@ -186,6 +188,7 @@ class Discovery:
             "polynomial_basis_size": self.basis_size, "equations": self.equations, "unknowns": self.unknowns,
             "null_space_gap": self.null_gap, "seed": self.seed, "seconds": self.seconds,
             "certificate": self.certificate(),
+            "derivative_check": None if self.derivative_check is None else self.derivative_check.as_dict(),
             "laws": [law.as_dict() for law in self.laws],
             "notes": self.notes,
         }
@@ -282,6 +285,10 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
         counts = [r.num_laws for r in runs]
         if len(set(counts)) > 1:
             notes.append(f"D - dim Lie differs between random points: {counts}; the median is used")
+    check = None
+    if lie is not None:
+        point = space.check_theta(certify_at) if certify_at is not None else thetas[0]
+        check = checked_derivatives(source, point, lie, seed, notes)
     if len(echelon) > len(laws):
         notes.append(f"the polynomial laws of degree <= {degree} span a space of dimension {len(echelon)}; "
                      f"{len(laws)} of them are functionally independent (the others are products and "
@@ -289,7 +296,7 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
     return Discovery(D=D, degree=degree, homogeneous=homogeneous, laws=LawSet(space, laws),
                      coefficients=coefficients, lie=lie, rank_at_theta=len(laws), equations=rows.shape[0],
                      unknowns=unknowns, null_gap=gap, seconds=time.perf_counter() - start, seed=seed,
-                     notes=notes, basis_size=len(echelon))
+                     notes=notes, basis_size=len(echelon), derivative_check=check)
 
 
 def polynomial_law(space, coef: dict[tuple[int, ...], float | Fraction], index: int) -> Law:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..composite import composite_ops
 from ..errors import ConslawError
 from ..params import DTYPE, ParamSpace
 from .base import FieldSource
@@ -28,7 +29,9 @@ VMAP_MAX_D = 200_000
 class LossGradFields(FieldSource):
     """chi_Z(theta) = grad L_Z(theta) for random batches Z = (inputs, targets) of the model's loss.
 
-    Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.inputs`),
+    The model runs inside :func:`conslaw.composite.composite_ops`, so that
+brackets through LayerNorm, BatchNorm and instance norm are right.
+Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.inputs`),
     integer inputs (token ids) uniformly below the smallest embedding size.
 
     Args:
@@ -84,7 +87,9 @@ class LossGradFields(FieldSource):
         return x.reshape(n, self.batch, *x.shape[1:]), y.reshape(n, self.batch, *y.shape[1:])
 
     def _forward(self, params: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, {**params, **self.buffers}, (x,))
+        # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite)
+        with composite_ops():
+            return functional_call(self.model, {**params, **self.buffers}, (x,))
 
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """L_Z(theta) for one batch Z = p = (inputs, targets)."""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..derivative_check import DerivativeCheck, checked_derivatives
 from ..errors import ConslawError
 from ..lie import lie_trace_dimension
 from ..rank import sparse_rank
@@ -52,6 +53,7 @@ class ModelLaws:
     seconds: float
     numeric_seconds: float | None = None
     numeric_gap: float | None = None
+    derivative_check: DerivativeCheck | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -92,7 +94,9 @@ class ModelLaws:
             "named_laws": self.named_laws, "numeric_laws": self.lie_laws,
             "unnamed_laws": None if self.lie_laws is None else self.lie_laws - self.named_laws,
             "numeric_spectral_gap": self.numeric_gap, "seconds": self.seconds,
-            "numeric_seconds": self.numeric_seconds, "warnings": self.warnings, "notes": self.notes,
+            "numeric_seconds": self.numeric_seconds,
+            "derivative_check": None if self.derivative_check is None else self.derivative_check.as_dict(),
+            "warnings": self.warnings, "notes": self.notes,
         }
 
     def family_table(self) -> list[dict]:
@@ -162,19 +166,20 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     points = [(t, fields.evaluate(t, fields.sample(batches, gen))) for t in (theta, perturbed(space, theta, gen))]
     checked = check_laws(findings.laws, points)
     named = sparse_rank([c.law.sparse_grad(theta) for c in checked if c.status == "exact"], space.D)
-    lie_laws = numeric_seconds = gap = None
+    lie_laws = numeric_seconds = gap = check = None
     if numeric or (numeric is None and space.D <= NUMERIC_MAX_D):
         t0 = time.perf_counter()
         lie = lie_trace_dimension(fields, theta, seed=seed)
         lie_laws, numeric_seconds, gap = lie.lie_laws, time.perf_counter() - t0, lie.spectral_gap
         findings.warnings += lie.warnings
+        check = checked_derivatives(fields, theta, lie, seed, findings.warnings)
     covered = {p for c in checked if c.status in ("exact", "approximate") for p in c.law.params}
     findings.warnings += [f"law {c.law.name!r} ({c.family}) failed verification: residual {c.max_residual:.2e}"
                           for c in checked if c.status == "failed"]
     return ModelLaws(model_name=name or type(model).__name__, D=space.D, laws=checked, named_laws=named,
                      lie_laws=lie_laws, uncovered_params=[p for p in space.names if p not in covered], loss=loss,
                      seconds=time.perf_counter() - start, numeric_seconds=numeric_seconds, numeric_gap=gap,
-                     warnings=findings.warnings, notes=findings.notes)
+                     derivative_check=check, warnings=findings.warnings, notes=findings.notes)
 
 
 def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings: Findings) -> None:

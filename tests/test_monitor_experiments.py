@@ -130,8 +130,19 @@ def test_fig1_quick_runs_resumes_and_trains_on_cifar_format(tmp_path):
     assert keys <= set(result) and result["synthetic"] is False and result["runs"] == 6
     assert (tmp_path / "out" / "fig1" / "fig1.png").exists()
     assert 1.7 <= result["exponent_conserved"] <= 2.3
-    again = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
-    assert again["exponent_conserved"] == result["exponent_conserved"]  # resumed from the saved runs
+    import conslaw.experiments.fig1 as fig1
+
+    executed = []
+    original = fig1.one_run
+    fig1.one_run = lambda *a, **k: executed.append(a) or original(*a, **k)
+    try:
+        again = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+        (tmp_path / "out" / "fig1" / "runs" / "lr0.001_seed1.json").unlink()
+        third = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    finally:
+        fig1.one_run = original
+    assert len(executed) == 1  # the rerun computed nothing; after one record was removed, exactly that one
+    assert again["exponent_conserved"] == third["exponent_conserved"] == result["exponent_conserved"]
     saved = json.loads((tmp_path / "out" / "fig1" / "fig1.json").read_text())
     assert saved["runs"] == 6
 

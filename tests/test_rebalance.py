@@ -69,3 +69,25 @@ def test_geometric_mean_solves_pmp_equals_n():
 def test_a_model_without_symmetries_is_refused():
     with pytest.raises(ConslawError, match="no rescaling or attention laws"):
         rebalance(nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1)), torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_rebalance_leaves_the_callers_model_alone_unless_asked(in_place):
+    model = BUILTINS["resnet-block"].build(seed=3).float()  # float32, training mode, BatchNorm running statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [m.training for m in model.modules()]
+    result = rebalance(model, BUILTINS["resnet-block"].example().float(), "cross_entropy", in_place=in_place)
+    after = model.state_dict()
+    assert [m.training for m in model.modules()] == flags
+    assert {k: v.dtype for k, v in after.items()} == {k: v.dtype for k, v in before.items()}
+    assert all(v.device == before[k].device for k, v in after.items())
+    buffers = {k for k, _ in model.named_buffers()}
+    assert all(torch.equal(after[k], before[k]) for k in buffers)  # running statistics never updated
+    params = [k for k, _ in model.named_parameters()]
+    changed = [k for k in params if not torch.equal(after[k], before[k])]
+    if in_place:
+        rebalanced = result.model.state_dict()
+        assert changed and all(torch.equal(after[k], rebalanced[k].float()) for k in params)
+    else:
+        assert changed == []
+    assert result.max_output_change < 1e-12

@@ -1,3 +1,5 @@
+"""`python -m conslaw`: the command-line interface."""
+
 from .cli import run
 
 run()

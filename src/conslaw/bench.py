@@ -31,6 +31,7 @@ from .count import count
 
 @dataclass
 class SuiteNet:
+    """One network of a reference suite: its family, widths (input first) and bias."""
     arch: str
     widths: list[int]
     bias: bool

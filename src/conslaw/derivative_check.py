@@ -77,6 +77,7 @@ class DerivativeCheck:
         return math.isfinite(self.worst_relative_error) and self.worst_relative_error <= self.threshold
 
     def as_dict(self) -> dict:
+        """JSON-ready: per-level worst errors, the overall worst, the threshold and ok (NaN written as null)."""
         def finite(x: float | None) -> float | None:
             return x if x is not None and math.isfinite(x) else None
 

@@ -54,6 +54,7 @@ def monomials(D: int, degree: int, homogeneous: bool = False) -> torch.Tensor:
 
 
 def monomial_count(D: int, degree: int, homogeneous: bool = False) -> int:
+    """Number of monomials of degree <= ``degree`` (or = with ``homogeneous``) in D variables, constant excluded."""
     if homogeneous:
         return math.comb(D + degree - 1, degree)
     return math.comb(D + degree, degree) - 1
@@ -174,10 +175,12 @@ class Discovery:
 
     @property
     def lie_laws(self) -> int | None:
+        """D - dim Lie(W)(theta) of the certificate (None when not certified)."""
         return None if self.lie is None else self.lie.num_laws
 
     @property
     def complete(self) -> bool | None:
+        """True when the laws found are as many as the Lie count (None when not certified)."""
         return None if self.lie is None else self.num_laws == self.lie_laws
 
     def as_dict(self) -> dict:
@@ -194,6 +197,7 @@ class Discovery:
         }
 
     def certificate(self) -> str:
+        """The certificate in words: complete, incomplete or inconsistent."""
         if self.lie is None:
             return "not computed"
         if self.complete:

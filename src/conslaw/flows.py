@@ -24,6 +24,7 @@ Loss = Callable[..., torch.Tensor]
 
 @dataclass
 class Trajectory:
+    """A discretized trajectory: times, thetas, integrated weight decay and losses."""
     times: np.ndarray
     thetas: np.ndarray  # (len(times), D)
     Lambda: np.ndarray  # integrated weight decay at each time

@@ -49,6 +49,7 @@ class LevelReport:
     rank: int
 
     def as_dict(self) -> dict:
+        """JSON-ready level report."""
         return {"level": self.level, "samples": self.samples, "added": self.added, "rank": self.rank}
 
 
@@ -79,6 +80,7 @@ class LieResult:
 
     @property
     def spectral_gap(self) -> float | None:
+        """sigma_r / sigma_{r+1} over all levels (None when one side is missing)."""
         return spectral_gap(self.smallest_kept, self.largest_dropped)
 
 

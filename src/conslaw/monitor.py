@@ -114,6 +114,7 @@ class LawMonitor:
         self.record()
 
     def theta(self) -> torch.Tensor:
+        """The model's current parameters as one flat float64 vector (ParamSpace order)."""
         params = dict(self.model.named_parameters())
         return torch.cat([params[n].detach().to(DTYPE).reshape(-1) for n in self.space.names])
 
@@ -179,6 +180,7 @@ class LawMonitor:
         return np.array([float(law.value(theta)) for law in self.laws])
 
     def record(self, loss: float | None = None) -> None:
+        """Record the laws' values (plain and weight-decay corrected) and the loss, if given."""
         if self._vectorized is not None:
             values = self._evaluate_fast(1.0)
             corrected = self._evaluate_fast(math.exp(self.Lambda)) if self.Lambda else values
@@ -227,6 +229,7 @@ class LawMonitor:
 
     @property
     def columns(self) -> list[str]:
+        """Column names of :meth:`relative_errors`: one per law, then one per Frobenius group."""
         return [law.name for law in self.laws] + [f"{g} (Frobenius)" for g in self.groups]
 
     def prop51_bound(self, c_h: float = 2.0) -> np.ndarray:
@@ -236,11 +239,13 @@ class LawMonitor:
         return prop51_bound(self.grad_sq, self.lrs, c_h)
 
     def table(self) -> list[dict]:
+        """One row per recorded step: step, loss, and every column's relative error."""
         errors = self.relative_errors()
         return [{"step": k, "loss": self.losses[k], **dict(zip(self.columns, map(float, errors[k]), strict=True))}
                 for k in range(len(self.values))]
 
     def to_csv(self, path: str) -> None:
+        """Write :meth:`table` as CSV to ``path``."""
         rows = self.table()
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -248,12 +253,14 @@ class LawMonitor:
             writer.writerows(rows)
 
     def to_json(self, path: str) -> None:
+        """Write the laws, values, corrected values, losses and relative errors as JSON to ``path``."""
         with open(path, "w") as fh:
             json.dump({"laws": [law.name for law in self.laws], "values": np.array(self.values).tolist(),
                        "corrected": np.array(self.corrected).tolist(), "losses": self.losses,
                        "relative_errors": self.relative_errors().tolist()}, fh)
 
     def plot(self, path: str) -> None:
+        """Plot relative errors (log scale) and losses against steps into ``path``."""
         import matplotlib
 
         matplotlib.use("Agg")

@@ -51,9 +51,11 @@ class ParamSpace:
 
     @property
     def names(self) -> list[str]:
+        """Parameter names in layout order."""
         return list(self.shapes)
 
     def numel(self, name: str) -> int:
+        """Number of entries of parameter ``name``."""
         return math.prod(self.shapes[name])
 
     def slice(self, name: str) -> slice:
@@ -96,6 +98,7 @@ class ParamSpace:
         raise AssertionError("unreachable")
 
     def coordinate_names(self) -> list[str]:
+        """Readable names of all D coordinates."""
         return [self.coordinate_name(i) for i in range(self.D)]
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -103,6 +106,7 @@ class ParamSpace:
         return {n: theta[self.slice(n)].reshape(s) for n, s in self.shapes.items()}
 
     def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The flat float64 vector of a mapping name -> tensor (every parameter required)."""
         missing = set(self.shapes) - set(params)
         if missing:
             raise ConslawError(f"parameters {sorted(missing)} are missing", "pass every parameter")

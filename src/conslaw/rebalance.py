@@ -58,6 +58,7 @@ class RebalanceResult:
         return float(np.max(np.abs(self.after - self.targets))) if self.after.size else 0.0
 
     def as_dict(self) -> dict:
+        """JSON-ready summary: laws moved, heads, errors before/after, rounds, output change."""
         before = float(np.max(np.abs(self.before - self.targets))) if self.before.size else 0.0
         return {"laws": len(self.laws), "attention_heads": self.heads, "max_error_before": before,
                 "max_error_after": self.max_error, "iterations": self.iterations,
@@ -117,6 +118,7 @@ def geometric_mean(m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 
 
 def sym_power(p: torch.Tensor, power: float) -> torch.Tensor:
+    """p^power for a symmetric positive definite p (eigendecomposition)."""
     evals, evecs = torch.linalg.eigh(p)
     return evecs @ torch.diag(evals ** power) @ evecs.T
 

@@ -18,6 +18,7 @@ from .base import Architecture, gram_difference_laws, positive_int
 
 
 def check_widths(widths, arch: str) -> list[int]:
+    """The widths as positive integers, at least two of them, or a clear error."""
     widths = [positive_int(w, f"{arch} width #{i} (W{i})") for i, w in enumerate(widths)]
     if len(widths) < 2:
         raise ConslawError(f"{arch} needs at least two widths (input and output), got {widths}",

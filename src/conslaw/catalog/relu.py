@@ -67,6 +67,7 @@ def path_coefficients(widths: list[int], bias: bool):
 
 
 def mlp(params: dict[str, torch.Tensor], x: torch.Tensor, q: int, bias: bool) -> torch.Tensor:
+    """Multi-layer ReLU network g(theta, x) = W_q relu(... relu(W_1 x + b_1) ...) on one input."""
     for layer in range(1, q):
         x = params[f"W{layer}"] @ x
         x = torch.relu(x + params[f"b{layer}"] if bias else x)

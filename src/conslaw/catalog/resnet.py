@@ -17,6 +17,7 @@ from .base import Architecture, positive_int
 
 
 def resnet(dim: int, width: int, blocks: int) -> Architecture:
+    """The dense ResNet x -> x + U_l relu(V_l x), l = 1..Q, with its block laws."""
     m = positive_int(dim, "dim M")
     r = positive_int(width, "width R")
     q = positive_int(blocks, "blocks Q")

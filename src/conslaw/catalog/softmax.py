@@ -16,6 +16,7 @@ from .base import Architecture, positive_int
 
 
 def softmax(classes: int, inputs: int) -> Architecture:
+    """The softmax layer with N classes and M inputs and its M column-sum laws (Prop 3.11)."""
     n = positive_int(classes, "classes N")
     m = positive_int(inputs, "inputs M")
     space = ParamSpace({"W": (n, m)})

@@ -17,6 +17,7 @@ from .base import Architecture, gram_difference_laws, positive_int
 
 
 def transformer(tokens: int, dim: int, d1: int, hidden: int, layers: int) -> Architecture:
+    """The transformer of Ex 4.2 with its per-block laws (Thm 4.6)."""
     n = positive_int(tokens, "tokens N")
     e = positive_int(dim, "dim E")
     d1 = positive_int(d1, "d1")

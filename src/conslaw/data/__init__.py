@@ -1,0 +1,1 @@
+"""Dataset readers (CIFAR-10 python batches, aclImdb) and labelled synthetic stand-ins."""

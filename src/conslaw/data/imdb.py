@@ -22,10 +22,12 @@ WORD = re.compile(r"[a-z0-9']+")
 
 
 def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens of a review (HTML line breaks removed)."""
     return WORD.findall(text.lower().replace("<br />", " "))
 
 
 def find_root(folder: str | Path) -> Path:
+    """Read the aclImdb folder: (token ids (N, length), labels, vocabulary)."""
     folder = Path(folder)
     for candidate in (folder, folder / "aclImdb"):
         if (candidate / "train" / "pos").is_dir() and (candidate / "train" / "neg").is_dir():

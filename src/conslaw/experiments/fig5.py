@@ -43,6 +43,7 @@ def head_laws(model, tokens):
 
 
 def one_run(lr: float, seed: int, masked: bool, shape: tuple, tokens, labels, steps: int, batch: int) -> dict:
+    """One SGD run of Figure 5 (masked or not) at learning rate ``lr`` from seed ``seed``."""
     vocab, length, dim, heads, hidden = shape
     model = seeded(lambda: TransformerClassifier(vocab, length, dim, heads, hidden, 1, 2, causal=masked), seed)
     model = model.double()
@@ -57,6 +58,7 @@ def one_run(lr: float, seed: int, masked: bool, shape: tuple, tokens, labels, st
 
 
 def run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True) -> dict:
+    """Figure 5: every (mask, seed, lr) run (cached), fitted exponents, claims, figure and JSON."""
     out_dir = Path(out) / "fig5"
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     dim, heads, hidden, length, seeds, steps, batch = (16, 2, 32, 32, 2, 10, 16) if quick else \
@@ -99,6 +101,7 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
 
 
 def plot(runs, lrs, path, synthetic) -> None:
+    """Frobenius relative error of Q Q^T - K K^T against steps, masked and unmasked; losses below."""
     import matplotlib
 
     matplotlib.use("Agg")

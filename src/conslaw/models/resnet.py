@@ -9,6 +9,7 @@ from torch import nn
 
 
 def norm_layer(channels: int, batchnorm: bool) -> nn.Module:
+    """3x3 convolution with padding 1 (bias only without BatchNorm)."""
     return nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
 
 
@@ -28,12 +29,14 @@ class BasicBlock(nn.Module):
                                           norm_layer(cout, batchnorm))
 
     def forward(self, x):
+        """relu(bn2(conv2(relu(bn1(conv1 x))))) + shortcut(x), then relu."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
+    """CIFAR ResNet: 3x3 stem, stages of BasicBlocks, global average pooling, linear head."""
     def __init__(self, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), classes: int = 10,
                  batchnorm: bool = True) -> None:
         super().__init__()
@@ -54,6 +57,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(cin, classes)
 
     def forward(self, x):
+        """Logits of a batch of images (N, 3, H, W)."""
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layers(x)
         return self.fc(self.flatten(self.pool(x)))

@@ -92,14 +92,20 @@ def _values_per_statistic(input: torch.Tensor, skip: int) -> int:
     return math.prod(s for i, s in enumerate(input.shape) if i != skip)
 
 
-def layer_norm(input: torch.Tensor, normalized_shape: int | Sequence[int], weight: torch.Tensor | None = None,
-               bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    """Composite ``F.layer_norm``: statistics over the trailing ``normalized_shape`` dimensions."""
+def _trailing_shape(input: torch.Tensor, normalized_shape: int | Sequence[int], op: str) -> tuple[tuple, int]:
+    """(normalized_shape as a tuple, its length), or a clear error when the input does not end with it."""
     shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(int(s) for s in normalized_shape)
     k = len(shape)
     if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k:]) != shape:
-        raise ConslawError(f"layer_norm: input of shape {tuple(input.shape)} does not end with normalized_shape "
+        raise ConslawError(f"{op}: input of shape {tuple(input.shape)} does not end with normalized_shape "
                            f"{shape}", "pass the sizes of the input's last dimensions as normalized_shape")
+    return shape, k
+
+
+def layer_norm(input: torch.Tensor, normalized_shape: int | Sequence[int], weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Composite ``F.layer_norm``: statistics over the trailing ``normalized_shape`` dimensions."""
+    shape, k = _trailing_shape(input, normalized_shape, "layer_norm")
     _check_affine("weight", weight, shape, "layer_norm")
     _check_affine("bias", bias, shape, "layer_norm")
     y = _normalize(input, tuple(range(-k, 0)), eps)
@@ -193,11 +199,7 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
 def rms_norm(input: torch.Tensor, normalized_shape: int | Sequence[int], weight: torch.Tensor | None = None,
              eps: float | None = None) -> torch.Tensor:
     """Composite ``F.rms_norm``: x * rsqrt(mean(x^2) + eps) * weight; eps None is the dtype's machine epsilon."""
-    shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(int(s) for s in normalized_shape)
-    k = len(shape)
-    if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k:]) != shape:
-        raise ConslawError(f"rms_norm: input of shape {tuple(input.shape)} does not end with normalized_shape "
-                           f"{shape}", "pass the sizes of the input's last dimensions as normalized_shape")
+    shape, k = _trailing_shape(input, normalized_shape, "rms_norm")
     _check_affine("weight", weight, shape, "rms_norm")
     if eps is None:
         eps = torch.finfo(input.dtype).eps

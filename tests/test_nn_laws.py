@@ -151,11 +151,28 @@ def test_unknown_parametric_module_is_reported():
     assert "1.g" in result.uncovered_params
 
 
-def test_torchvision_resnet18_when_importable():
-    models = pytest.importorskip("torchvision.models")  # optional: torchvision does not import beside torch 2.13
-    model = models.resnet18(num_classes=10)
+@pytest.mark.slow  # about 5 min on 2 cores: 11.7M parameters, float64 loss gradients at two points
+def test_torchvision_resnet18_when_installed():
+    # scripts/install_models.sh (run by CI) installs torchvision; conslaw.vision imports it beside the CPU torch
+    pytest.importorskip("PIL")
+    from conslaw.vision import import_torchvision
+
+    try:
+        torchvision = import_torchvision()
+    except ImportError:
+        pytest.skip("torchvision is not installed (bash scripts/install_models.sh)")
+    model = torchvision.models.resnet18(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     result = find_laws(model, torch.randn(2, 3, 32, 32), "cross_entropy", numeric=False)
-    assert result.named_laws > 3000 and not [law for law in result.laws if law.status == "failed"]
+    assert not [law for law in result.laws if law.status == "failed"]
+    # ImageNet ResNet-18 (7x7 stem + max-pool): per-channel laws in each BasicBlock (64+64+128+128+256+256+512+512
+    # = 1920), one residual-stream law per channel of each stage (64+128+256+512 = 960), 512 + 1 translations of fc
+    families = {}
+    for law in result.exact():
+        families[law.family] = families.get(law.family, 0) + 1
+    assert families["translation"] == 513 and families["rescaling (residual stream)"] == 960
+    assert result.named_laws >= 1920 + 960 + 513
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_numeric_false_skips_the_lie_count():

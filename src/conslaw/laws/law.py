@@ -188,20 +188,29 @@ class QuadraticLaw(Law):
                 qc.append(torch.full((a.numel(),), sign, dtype=DTYPE))
         return cls.from_tensors(name, formula, params, torch.cat(qi), torch.cat(qj), torch.cat(qc), **structure)
 
+    def _local_indices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(support, i, j, k as positions in the support), computed once per law."""
+        cached = self.__dict__.get("_local")
+        if cached is None:
+            qi, qj, _ = self.quad
+            support, inverse = torch.unique(torch.cat([qi, qj, self.lin[0]]), return_inverse=True)
+            n_q = qi.numel()
+            cached = (support, inverse[:n_q], inverse[n_q:2 * n_q], inverse[2 * n_q:])
+            object.__setattr__(self, "_local", cached)  # a cache of derived data: the law itself is unchanged
+        return cached
+
     def sparse_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(support indices, gradient on them): the gradient without a length-D vector."""
         qi, qj, qc = self.quad
-        lk, lc = self.lin
-        support, inverse = torch.unique(torch.cat([qi, qj, lk]), return_inverse=True)
-        n_q = qi.numel()
-        ii, jj, kk = inverse[:n_q], inverse[n_q:2 * n_q], inverse[2 * n_q:]
+        lc = self.lin[1]
+        support, ii, jj, kk = self._local_indices()
         g = torch.zeros(support.numel(), dtype=theta.dtype)
         g = g.index_add(0, ii, qc * theta[qj]).index_add(0, jj, qc * theta[qi]).index_add(0, kk, lc)
         return support, g
 
     def support(self) -> torch.Tensor:
         """The flat coordinates the law depends on."""
-        return torch.unique(torch.cat([self.quad[0], self.quad[1], self.lin[0]]))
+        return self._local_indices()[0]
 
     def absolute(self, name: str) -> QuadraticLaw:
         """The same terms with |coefficients|: a sum of squares that is not conserved (a control)."""

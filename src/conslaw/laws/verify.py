@@ -31,7 +31,8 @@ SHARE_FLOOR = 1e-4
 
 
 def law_residual(law: Law, fields: torch.Tensor, theta: torch.Tensor,
-                 sparse: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+                 sparse: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 field_norms: torch.Tensor | None = None) -> float:
     """max over the rows chi of ``fields`` of |<grad h, chi>| / (|grad h| |chi on supp h|).
 
     Args:
@@ -39,13 +40,15 @@ def law_residual(law: Law, fields: torch.Tensor, theta: torch.Tensor,
         fields: an (n, D) tensor of fields at theta.
         theta: the point.
         sparse: (support, gradient on it) when already computed.
+        field_norms: the norms of the rows of ``fields`` when already computed (many laws, one set of fields).
     """
     support, g = sparse if sparse is not None else law.sparse_grad(theta)
     gnorm = g.norm()
     if gnorm == 0 or fields.shape[0] == 0:
         return 0.0
     share = fields[:, support]
-    denominator = torch.maximum(share.norm(dim=1), SHARE_FLOOR * fields.norm(dim=1))
+    norms = fields.norm(dim=1) if field_norms is None else field_norms
+    denominator = torch.maximum(share.norm(dim=1), SHARE_FLOOR * norms)
     cos = (share @ g).abs() / (gnorm * denominator).clamp_min(1e-300)
     return float(cos.max())
 
@@ -58,4 +61,5 @@ def residuals(laws: Sequence[Law], fields: torch.Tensor, theta: torch.Tensor) ->
         fields: an (n, D) tensor of fields at theta.
         theta: the point.
     """
-    return np.array([law_residual(law, fields, theta) for law in laws])
+    norms = fields.norm(dim=1)
+    return np.array([law_residual(law, fields, theta, field_norms=norms) for law in laws])

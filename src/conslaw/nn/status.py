@@ -92,8 +92,10 @@ def check_laws(laws: Sequence[Law], points: Sequence[tuple[torch.Tensor, torch.T
         laws: the laws.
         points: pairs (theta, (n, D) fields at theta).
     """
+    norms = [fields.norm(dim=1) for _, fields in points]
     checked = []
     for law in laws:
-        residual = max(law_residual(law, fields, theta) for theta, fields in points)
+        residual = max(law_residual(law, fields, theta, field_norms=n) for (theta, fields), n in zip(points, norms,
+                                                                                                    strict=True))
         checked.append(CheckedLaw(law, classify(law, residual), residual))
     return checked

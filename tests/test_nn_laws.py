@@ -151,7 +151,7 @@ def test_unknown_parametric_module_is_reported():
     assert "1.g" in result.uncovered_params
 
 
-@pytest.mark.slow  # about 5 min on 2 cores: 11.7M parameters, float64 loss gradients at two points
+@pytest.mark.slow  # about 40 s on 2 cores: 11.7M parameters, float64 loss gradients at two points
 def test_torchvision_resnet18_when_installed():
     # scripts/install_models.sh (run by CI) installs torchvision; conslaw.vision imports it beside the CPU torch
     pytest.importorskip("PIL")

@@ -16,7 +16,8 @@ def format_laws(data: dict) -> list[str]:
         formula = row["formula"] if len(row["formula"]) <= 100 else row["formula"][:97] + "..."
         lines.append(f"  {row['family']:28s} {str(row['module'])[:34]:34s} {row['count']:5d} {row['exact']:5d} "
                      f"{row['approximate']:6d} {row['failed']:6d} {row['max_residual']:9.1e}  {formula}")
-    lines.append(f"  named laws (independent, exact): {data['named_laws']}")
+    lines.append(f"  named laws (independent, exact): {data['named_laws']}"
+                 + (f"   + {data['approximate_laws']} approximate" if data["approximate_laws"] else ""))
     if data["numeric_laws"] is not None:
         lines.append(f"  numeric laws (D - dim Lie):       {data['numeric_laws']}"
                      + (f"   -> {data['unnamed_laws']} not yet named" if data["unnamed_laws"] else ""))

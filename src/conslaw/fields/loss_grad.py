@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..composite import composite_ops
 from ..errors import ConslawError
@@ -87,8 +88,9 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         return x.reshape(n, self.batch, *x.shape[1:]), y.reshape(n, self.batch, *y.shape[1:])
 
     def _forward(self, params: dict, x: torch.Tensor) -> torch.Tensor:
-        # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite)
-        with composite_ops():
+        # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite);
+        # the math kernel of attention: the fused CPU kernels have no forward-mode derivative
+        with composite_ops(), sdpa_kernel(SDPBackend.MATH):
             return functional_call(self.model, {**params, **self.buffers}, (x,))
 
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:

@@ -61,19 +61,23 @@ def gram_law(name: str, left_a: list[Slot], left_b: list[Slot], right_a: list[Sl
         minus=[(x.index, y.index) for x, y in zip(right_a, right_b, strict=True)], **structure)
 
 
-def linear_law(name: str, slots: list[Slot], **structure) -> QuadraticLaw:
-    """The sum of the entries of ``slots`` (a translation law).
+def linear_law(name: str, slots: list[Slot], minus: list[Slot] = (), **structure) -> QuadraticLaw:
+    """The sum of the entries of ``slots`` minus the sum of those of ``minus`` (a translation law).
 
     Args:
         name: display name.
-        slots: the slots summed.
+        slots: the slots added.
+        minus: the slots subtracted.
         **structure: declared fields of :class:`~conslaw.laws.Law`.
     """
-    formula = " + ".join(f"sum({s.text})" for s in slots)
-    index = torch.cat([s.index for s in slots])
+    minus = list(minus)
+    formula = " + ".join(f"sum({s.text})" for s in slots) + "".join(f" - sum({s.text})" for s in minus)
+    index = torch.cat([s.index for s in slots + minus])
+    signs = torch.cat([torch.full((s.index.numel(),), 1.0 if k < len(slots) else -1.0, dtype=DTYPE)
+                       for k, s in enumerate(slots + minus)])
     empty = torch.zeros(0, dtype=torch.long)
-    return QuadraticLaw.from_tensors(name, formula, _params(slots), empty, empty, torch.zeros(0, dtype=DTYPE), index,
-                                     torch.ones(index.numel(), dtype=DTYPE), **structure)
+    return QuadraticLaw.from_tensors(name, formula, _params(slots + minus), empty, empty, torch.zeros(0, dtype=DTYPE),
+                                     index, signs, **structure)
 
 
 def coordinate_law(space: ParamSpace, name: str, k: int, why: str = "", **structure) -> QuadraticLaw:

@@ -16,6 +16,7 @@ from torch import nn
 
 class TransformerClassifier(nn.Module):
     """Token embedding + learned positions, nn.TransformerEncoder, mean pooling, linear head."""
+
     def __init__(self, vocab: int = 50, tokens: int = 8, dim: int = 16, heads: int = 2, hidden: int = 32,
                  layers: int = 1, classes: int = 2, norm_first: bool = False, causal: bool = False) -> None:
         super().__init__()
@@ -47,13 +48,14 @@ class SingleHeadAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(d1)
 
     def forward(self, x):
-        """Logits of a batch of token ids (N, tokens)."""
+        """o(softmax(q(x) k(x)^T / sqrt(d1)) v(x)) for x of shape (N, tokens, dim)."""
         scores = self.q(x) @ self.k(x).transpose(-2, -1) * self.scale
         return self.o(torch.softmax(scores, dim=-1) @ self.v(x))
 
 
 class HandWrittenAttentionClassifier(nn.Module):
     """One attention head written with four Linear modules q, k, v, o (eq. 18 with biases)."""
+
     def __init__(self, vocab: int = 50, tokens: int = 8, dim: int = 8, d1: int = 4, hidden: int = 16,
                  classes: int = 2) -> None:
         super().__init__()
@@ -64,7 +66,7 @@ class HandWrittenAttentionClassifier(nn.Module):
         self.head = nn.Linear(dim, classes)
 
     def forward(self, tokens):
-        """o(softmax(q(x) k(x)^T / sqrt(d1)) v(x)) for x of shape (N, tokens, dim)."""
+        """Logits of a batch of token ids (N, tokens)."""
         x = self.embed(tokens)
         x = x + self.attention(x)
         x = x + self.fc2(torch.relu(self.fc1(x)))

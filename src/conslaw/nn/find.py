@@ -27,6 +27,7 @@ from ..lie import lie_trace_dimension
 from ..rank import sparse_rank
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
+from .embeddings import embedding_laws
 from .findings import Findings
 from .normalization import normalization_laws
 from .ops import KNOWN_PARAMETRIC
@@ -53,6 +54,8 @@ class ModelLaws:
     seconds: float
     numeric_seconds: float | None = None
     numeric_gap: float | None = None
+    #: independent approximate laws beyond the exact ones: rank(exact + approximate) - named_laws
+    approximate_laws: int = 0
     derivative_check: DerivativeCheck | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -91,8 +94,8 @@ class ModelLaws:
             "laws": [law.as_dict() for law in self.laws],
             "families": self.family_table(),
             "uncovered_params": self.uncovered_params,
-            "named_laws": self.named_laws, "numeric_laws": self.lie_laws,
-            "unnamed_laws": None if self.lie_laws is None else self.lie_laws - self.named_laws,
+            "named_laws": self.named_laws, "approximate_laws": self.approximate_laws, "numeric_laws": self.lie_laws,
+            "unnamed_laws": None if self.lie_laws is None else self.lie_laws - self.named_laws - self.approximate_laws,
             "numeric_spectral_gap": self.numeric_gap, "seconds": self.seconds,
             "numeric_seconds": self.numeric_seconds,
             "derivative_check": None if self.derivative_check is None else self.derivative_check.as_dict(),
@@ -151,6 +154,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     rescaling_laws(graph, space, findings, registry.handler_for)
     handwritten_attention_laws(graph, space, findings)
     normalization_laws(graph, space, findings)
+    embedding_laws(graph, space, findings)
     if loss == "cross_entropy":
         softmax_laws(graph, space, findings)
     return findings
@@ -166,6 +170,8 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     points = [(t, fields.evaluate(t, fields.sample(batches, gen))) for t in (theta, perturbed(space, theta, gen))]
     checked = check_laws(findings.laws, points)
     named = sparse_rank([c.law.sparse_grad(theta) for c in checked if c.status == "exact"], space.D)
+    approximate = sparse_rank([c.law.sparse_grad(theta) for c in checked if c.status in ("exact", "approximate")],
+                              space.D) - named
     lie_laws = numeric_seconds = gap = check = None
     if numeric or (numeric is None and space.D <= NUMERIC_MAX_D):
         t0 = time.perf_counter()
@@ -177,7 +183,7 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     findings.warnings += [f"law {c.law.name!r} ({c.family}) failed verification: residual {c.max_residual:.2e}"
                           for c in checked if c.status == "failed"]
     return ModelLaws(model_name=name or type(model).__name__, D=space.D, laws=checked, named_laws=named,
-                     lie_laws=lie_laws, uncovered_params=[p for p in space.names if p not in covered], loss=loss,
+                     lie_laws=lie_laws, approximate_laws=approximate, uncovered_params=[p for p in space.names if p not in covered], loss=loss,
                      seconds=time.perf_counter() - start, numeric_seconds=numeric_seconds, numeric_gap=gap,
                      derivative_check=check, warnings=findings.warnings, notes=findings.notes)
 

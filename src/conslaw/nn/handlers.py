@@ -17,6 +17,7 @@ from .attention import MHALayout, incoming_rows, mha_laws
 from .carriers import Carrier
 from .findings import Findings
 from .ops import is_relu
+from .translation import translation_laws
 
 
 class Handler:
@@ -81,11 +82,39 @@ class TransformerEncoderLayerHandler(Handler):
                         incoming_rows(space, f"{name}.{norm}", k), family="rescaling", module=f"{name}.{norm}",
                         unit=(k,)))
 
+        if not module.norm_first:
+            post_ln_laws(name, module, space, findings)
+
     def output_carrier(self, name, module, space):
         """Post-LN: the affine of norm2 carries the output units."""
         if module.norm_first:
             return None
         return _norm_carrier(space, f"{name}.norm2", module.norm2.normalized_shape[0])
+
+
+def post_ln_laws(name: str, layer: nn.TransformerEncoderLayer, space: ParamSpace, findings: Findings) -> None:
+    """Laws a post-LN layer owes to its LayerNorms: x -> y = norm1(x + sa(x)) -> norm2(y + ff(y)).
+
+    - ``translation``: out_proj's and linear2's outputs enter only a sum that a LayerNorm
+      normalizes, which removes a shift shared by all features: their column sums and bias
+      sums are conserved (exact);
+    - ``scale-invariance``: with a ReLU feed-forward block, scaling norm1's affine, linear1's
+      and linear2's biases by c > 0 scales norm2's input by c, which norm2 removes up to its
+      eps: |norm1.weight|^2 + |norm1.bias|^2 + |linear1.bias|^2 + |linear2.bias|^2 is
+      conserved approximately (exactly at eps = 0).
+    """
+    out_proj, l1, l2 = f"{name}.self_attn.out_proj", f"{name}.linear1", f"{name}.linear2"
+    translation_laws(space, out_proj, layer.self_attn.embed_dim, f"{out_proj}.bias" in space.shapes,
+                     f"shift removed by {name}.norm1", findings)
+    translation_laws(space, l2, layer.linear2.in_features, f"{l2}.bias" in space.shapes,
+                     f"shift removed by {name}.norm2", findings)
+    scaled = [f"{name}.norm1.weight", f"{name}.norm1.bias", f"{l1}.bias", f"{l2}.bias"]
+    if is_relu(layer.activation) and all(p in space.shapes for p in scaled):
+        slots = [unit_slot(space, p, 0, slice(0, space.shapes[p][0])) for p in scaled]
+        findings.laws.append(balance_law(f"{name}.norm2 input scale", slots, [], family="scale-invariance",
+                                         module=f"{name}.norm2", approximate_cause=(
+                                             f"LayerNorm eps={layer.norm2.eps:g}: scale invariant only up to "
+                                             "O(eps / variance)")))
 
 
 class TransformerEncoderHandler(Handler):

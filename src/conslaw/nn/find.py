@@ -183,7 +183,8 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     findings.warnings += [f"law {c.law.name!r} ({c.family}) failed verification: residual {c.max_residual:.2e}"
                           for c in checked if c.status == "failed"]
     return ModelLaws(model_name=name or type(model).__name__, D=space.D, laws=checked, named_laws=named,
-                     lie_laws=lie_laws, approximate_laws=approximate, uncovered_params=[p for p in space.names if p not in covered], loss=loss,
+                     lie_laws=lie_laws, approximate_laws=approximate,
+                     uncovered_params=[p for p in space.names if p not in covered], loss=loss,
                      seconds=time.perf_counter() - start, numeric_seconds=numeric_seconds, numeric_gap=gap,
                      derivative_check=check, warnings=findings.warnings, notes=findings.notes)
 

@@ -22,7 +22,7 @@ STD = (0.2470, 0.2435, 0.2616)
 
 
 def find_root(folder: str | Path) -> Path:
-    """Read the CIFAR-10 python batches in ``folder``: (images float32 (N, 3, 32, 32) in [0, 1], labels)."""
+    """The folder holding the CIFAR-10 python batches: ``folder`` or its ``cifar-10-batches-py``, else an error."""
     folder = Path(folder)
     for candidate in (folder, folder / "cifar-10-batches-py"):
         if (candidate / "batches.meta").exists():

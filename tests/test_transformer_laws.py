@@ -81,3 +81,33 @@ def test_new_laws_under_plain_sgd():
     assert max(abs(d) for d in small[:3] + large[:3]) < 1e-13
     assert abs(large[3] / small[3]) == pytest.approx(4.0, rel=0.15)
     assert abs(large[-1] / small[-1]) == pytest.approx(2.0, rel=0.15)
+
+
+def mini_gpt(split: str = "view") -> nn.Module:
+    from conslaw.models import MiniGPT
+
+    return seeded(lambda: MiniGPT(split=split), 0)
+
+
+GPT_TOKENS = torch.randint(0, 12, (4, 4), generator=torch.Generator().manual_seed(0))
+
+
+def test_mini_gpt_laws_do_not_depend_on_how_heads_are_split():
+    results = {split: find_laws(mini_gpt(split), GPT_TOKENS, "cross_entropy", numeric=False)
+               for split in ("view", "reshape", "unflatten")}
+    for result in results.values():
+        counts = family_counts(result)
+        assert counts[("attention", "exact")] == 2 * 2 * (4 * 5 // 2)  # 2 heads of dh = 4: QK and VO entries
+        # residual stream read only by LayerNorms: E rows (12), P rows (4), o (8 columns + bias), proj (16 + bias)
+        assert counts[("translation (into LayerNorm)", "exact")] == 12 + 4 + 9 + 17
+        assert counts[("rescaling", "exact")] == 3 * 8  # ln1 -> q, k, v; ln2 -> fc; ln_f -> mean -> head
+        assert result.named_laws == 130
+    formulas = [sorted(c.law.formula for c in r.laws) for r in results.values()]
+    assert formulas[0] == formulas[1] == formulas[2]
+
+
+@pytest.mark.slow  # the Lie engine on D = 771: about 1 min on 2 cores
+def test_mini_gpt_named_equals_the_engine():
+    result = find_laws(mini_gpt(), GPT_TOKENS, "cross_entropy")
+    assert (result.named_laws, result.lie_laws) == (130, 130)
+    assert result.derivative_check.ok

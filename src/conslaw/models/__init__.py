@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .gpt import MiniGPT
 from .resnet import BasicBlock, CifarResNet, resnet18_cifar
 from .transformer import HandWrittenAttentionClassifier, SingleHeadAttention, TransformerClassifier
 
@@ -65,6 +66,8 @@ BUILTINS: dict[str, BuiltIn] = {
     "transformer-prenorm": BuiltIn(lambda: TransformerClassifier(vocab=10, tokens=4, dim=4, heads=2, hidden=6,
                                                                  norm_first=True),
                                    lambda: _tokens(), "cross_entropy", "the same, pre-LN (norm_first=True)"),
+    "mini-gpt": BuiltIn(MiniGPT, lambda: _tokens(vocab=12), "cross_entropy",
+                        "hand-written mini GPT: pre-LN, 2 heads split by view, GELU MLP, learned positions (E=8)"),
     "transformer-handwritten": BuiltIn(lambda: HandWrittenAttentionClassifier(vocab=10, tokens=4, dim=6, d1=3,
                                                                               hidden=8),
                                        lambda: _tokens(), "cross_entropy",

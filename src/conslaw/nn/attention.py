@@ -125,14 +125,37 @@ def incoming_rows(space: ParamSpace, module: str, k: int) -> list[Slot]:
 
 
 def source_linear(graph: Graph, node) -> fx.Node | None:
-    """The Linear module a tensor comes from, through reshapes, transposes and scalings."""
+    """The Linear module a tensor comes from, through reshapes, transposes and scalings.
+
+    Shape arguments computed from the input (``x.view(B, T, H, dh)`` with ``B, T = x.shape[:2]``)
+    are fine: only a second *tensor* argument stops the walk.
+    """
     while isinstance(node, fx.Node):
         if node.op == "call_module" and isinstance(graph.module_of(node), nn.Linear):
             return node
-        if not is_transparent(node) or any(isinstance(a, fx.Node) for a in node.args[1:]):
+        if not is_transparent(node) or any(_is_tensor(graph, a) for a in node.args[1:]):
             return None
         node = node.args[0]
     return None
+
+
+def _is_tensor(graph: Graph, arg) -> bool:
+    """An fx node producing a tensor (shape propagation recorded one), not an int or a size."""
+    return isinstance(arg, fx.Node) and graph.shape(arg) is not None
+
+
+def split_heads(graph: Graph, query: fx.Node, linear: fx.Node) -> int | None:
+    """Heads from the shapes: the query reaches the matmul as (..., H, T, dh) from a Linear of E = H dh outputs.
+
+    None when the shapes are unknown; 1 when the query keeps the Linear's rank (no split).
+    """
+    q_shape, l_shape = graph.shape(query), graph.shape(linear)
+    if q_shape is None or l_shape is None:
+        return None
+    if len(q_shape) == len(l_shape):
+        return 1
+    e, dh = l_shape[-1], q_shape[-1]
+    return e // dh if len(q_shape) == len(l_shape) + 1 and dh and e % dh == 0 else None
 
 
 def _single_user_chain(node: fx.Node, stop, max_steps: int = 6) -> fx.Node | None:
@@ -151,7 +174,7 @@ def owner_heads(graph: Graph, qualname: str) -> int:
     """The number of heads declared by the module owning ``qualname`` (1 when none says)."""
     parts = qualname.split(".")
     for cut in range(len(parts) - 1, -1, -1):
-        owner = graph.gm.get_submodule(".".join(parts[:cut])) if cut else graph.module
+        owner = graph.module.get_submodule(".".join(parts[:cut])) if cut else graph.module
         for attr in ("num_heads", "n_heads", "heads", "n_head", "nhead"):
             value = getattr(owner, attr, None)
             if isinstance(value, int) and value > 0:
@@ -180,7 +203,7 @@ def handwritten_attention_laws(graph: Graph, space: ParamSpace, findings: Findin
             continue
         q, k, v, o = (n.target for n in (lq, lk, lv, lo))
         d1 = graph.module_of(lq).out_features
-        heads = owner_heads(graph, q)
+        heads = split_heads(graph, node.args[0], lq) or owner_heads(graph, q)
         if d1 % heads or graph.module_of(lk).out_features != d1 or graph.module_of(lv).out_features != d1:
             findings.notes.append(f"attention {q}, {k}, {v}, {o}: shapes do not split into {heads} heads; skipped")
             continue

@@ -33,6 +33,7 @@ from .normalization import normalization_laws
 from .ops import KNOWN_PARAMETRIC
 from .registry import HandlerRegistry
 from .rescaling import rescaling_laws
+from .shift import shift_laws
 from .status import CheckedLaw, check_laws, perturbed
 from .translation import softmax_laws
 
@@ -155,6 +156,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     handwritten_attention_laws(graph, space, findings)
     normalization_laws(graph, space, findings)
     embedding_laws(graph, space, findings)
+    shift_laws(graph, space, findings)
     if loss == "cross_entropy":
         softmax_laws(graph, space, findings)
     return findings

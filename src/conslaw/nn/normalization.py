@@ -5,7 +5,7 @@ statistics are scale invariant up to its eps: the squared norm of each
 normalized unit is conserved *approximately*, with the eps as the stated
 cause; a bias whose effect the normalization removes has zero gradient (each
 entry is conserved). A Linear feeding a LayerNorm over its outputs also has
-exact translation laws (the LayerNorm removes the mean).
+exact translation laws (the LayerNorm removes the mean): :mod:`conslaw.nn.shift` names them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from ..params import ParamSpace
 from .findings import Findings
 from .ops import BATCHNORM, CONV
 from .trace import Graph
-from .translation import translation_laws
 
 
 def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
@@ -57,8 +56,7 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
                                                         f"{user.target}", family="zero-gradient", module=name))
         elif isinstance(norm, nn.LayerNorm) and isinstance(m, nn.Linear) \
                 and tuple(norm.normalized_shape) == (m.out_features,):
-            invariance(name, slice(0, m.out_features))
-            translation_laws(space, name, m.in_features, has_bias, f"shift removed by {user.target}", findings)
+            invariance(name, slice(0, m.out_features))  # its translations: conslaw.nn.shift
         elif isinstance(norm, nn.GroupNorm) and isinstance(m, CONV):
             per = norm.num_channels // norm.num_groups
             for g in range(norm.num_groups):

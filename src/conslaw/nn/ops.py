@@ -90,6 +90,13 @@ def is_softmax(node: fx.Node) -> bool:
         (node.op == "call_method" and node.target == "softmax")
 
 
+def is_shape_query(node: fx.Node) -> bool:
+    """``x.shape``, ``x.size()``, ``x.dim()``, ``x.dtype``: uses of a tensor that read no value of it."""
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) == 2 and node.args[1] in ("shape", "dtype", "device", "ndim")
+    return node.op == "call_method" and node.target in ("size", "dim")
+
+
 def is_relu(fn) -> bool:
     """ReLU as a function or a module (a TransformerEncoderLayer's activation)."""
     return fn in (F.relu, torch.relu) or isinstance(fn, nn.ReLU)

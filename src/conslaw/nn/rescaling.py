@@ -24,7 +24,7 @@ from ..laws import balance_law, gram_law
 from ..params import ParamSpace
 from .carriers import Carrier, carrier_of, consumer_slots
 from .findings import Findings
-from .ops import CONV, is_add, is_homogeneous, is_linear_op
+from .ops import CONV, is_add, is_homogeneous, is_linear_op, is_shape_query
 from .trace import Graph
 
 
@@ -74,6 +74,8 @@ def streams(graph: Graph, carriers: dict[fx.Node, Carrier], internal: set) -> li
             src = ("out", node) if node in carriers and node not in internal else ("int", node)
             find(src)
             for user in node.users:
+                if is_shape_query(user):
+                    continue
                 parent[find(src)] = find(("int", user) if user in internal else ("in", user))
     groups: dict = {}
     for key in list(parent):

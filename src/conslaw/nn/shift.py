@@ -1,0 +1,109 @@
+"""Family ``translation (into LayerNorm)``: writers of a stream that only LayerNorms read.
+
+A LayerNorm over the last axis removes any shift shared by all features of a
+token. If a stream (a sum of writers, through additions such as residual
+connections) is read only by LayerNorms over its features, every writer may
+add its own per-token constant c(x) 1 without changing the model:
+
+- a Linear writer W x + b: W += 1 a^T, b += t 1, so its column sums sum_i W[i, j]
+  and its bias sum are conserved (exact);
+- a token embedding E[ids]: E[t] += s_t 1 for each token t: the row sums sum_d E[t, d];
+- a parameter P added as is (learned positions, rows = positions): the row sums sum_d P[p, d];
+- a LayerNorm affine writer gamma * n + beta: sum_d beta_d;
+- an ``nn.MultiheadAttention``: its out_proj, as a Linear writer.
+
+This covers a Linear directly before a LayerNorm, the residual stream of a
+pre-LN Transformer (every block writes into it, and LayerNorms are its only
+readers besides the additions), and post-LN sums x + f(x) when x itself is a
+writer of the same kind.
+"""
+
+from __future__ import annotations
+
+import torch.fx as fx
+from torch import nn
+
+from ..laws import Slot, linear_law, unit_slot
+from ..params import ParamSpace
+from .findings import Findings
+from .ops import DROPOUT, is_add, is_shape_query
+from .trace import Graph
+
+FAMILY = "translation (into LayerNorm)"
+
+
+def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]] | None:
+    """The conserved sums of a writer node as (label, slots), or None when it is not a writer."""
+    if node.op == "get_attr" and node.target in space.shapes and len(space.shapes[node.target]) == 2:
+        name = node.target
+        return [(f"{name} row {p}", [unit_slot(space, name, 0, p)]) for p in range(space.shapes[name][0])]
+    if node.op != "call_module":
+        return None
+    m, name = graph.module_of(node), node.target
+    if isinstance(m, nn.MultiheadAttention):
+        m, name = m.out_proj, f"{name}.out_proj"
+    if isinstance(m, nn.Linear):
+        out = [(f"{name} column {j}", [unit_slot(space, f"{name}.weight", 1, j)]) for j in range(m.in_features)]
+        if f"{name}.bias" in space.shapes:
+            out.append((f"{name} bias sum", [unit_slot(space, f"{name}.bias", 0, slice(0, m.out_features))]))
+        return out
+    if isinstance(m, nn.Embedding):
+        weight = f"{name}.weight"
+        return [(f"{weight} row {t}", [unit_slot(space, weight, 0, t)]) for t in range(m.num_embeddings)]
+    if isinstance(m, nn.LayerNorm) and f"{name}.bias" in space.shapes and len(m.normalized_shape) == 1:
+        return [(f"{name}.bias sum", [unit_slot(space, f"{name}.bias", 0, slice(0, m.normalized_shape[0]))])]
+    return None
+
+
+def _passes_shift(graph: Graph, node: fx.Node) -> bool:
+    """Ops a per-token shift c 1 passes through unchanged in form: additions, dropout, identity."""
+    if is_add(node):
+        return True
+    if node.op == "call_module":
+        return isinstance(graph.module_of(node), (*DROPOUT, nn.Identity))
+    return node.op == "call_method" and node.target == "contiguous"
+
+
+def _reads_as_layernorm(graph: Graph, node: fx.Node, units: int) -> bool:
+    m = graph.module_of(node) if node.op == "call_module" else None
+    return isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (units,)
+
+
+def shift_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
+    """The translation laws of every writer of a stream read only by LayerNorms (see the module docstring)."""
+    seen: set = set()
+    for start in graph.nodes:
+        if start in seen or _writer_slots(graph, start, space) is None:
+            continue
+        writers, inner, readers, frontier, ok = {start}, set(), set(), [start], True
+        while frontier and ok:
+            node = frontier.pop()
+            for user in node.users:
+                if is_shape_query(user):
+                    continue
+                if _passes_shift(graph, user):
+                    if user not in inner:
+                        inner.add(user)
+                        frontier.append(user)
+                        for arg in user.args:  # the other summands are writers of the same stream
+                            if isinstance(arg, fx.Node) and arg not in inner and arg not in writers:
+                                if _writer_slots(graph, arg, space) is None and not _passes_shift(graph, arg):
+                                    ok = False
+                                writers.add(arg)
+                                frontier.append(arg)
+                else:
+                    readers.add(user)
+        seen |= writers
+        shape = graph.shape(start)
+        if not ok or not readers or shape is None:
+            continue
+        units = shape[-1]
+        if not all(_reads_as_layernorm(graph, r, units) for r in readers):
+            continue
+        if any(graph.shape(w) is None or graph.shape(w)[-1] != units for w in writers):
+            continue
+        for writer in sorted(writers, key=graph.nodes.index):
+            for label, slots in _writer_slots(graph, writer, space) or []:
+                findings.laws.append(linear_law(f"{label} (shift removed by "
+                                                f"{', '.join(sorted(r.target for r in readers))})", slots,
+                                                family=FAMILY, module=str(writer.target)))

@@ -178,3 +178,30 @@ def test_torchvision_resnet18_when_installed():
 def test_numeric_false_skips_the_lie_count():
     result = run("mlp", numeric=False)
     assert result.numeric_laws is None and result.named_laws == 13
+
+
+@pytest.mark.slow  # about 30 s on 2 cores (D = 24 234)
+def test_torchvision_small_vit_laws():
+    pytest.importorskip("PIL")
+    from conslaw.vision import import_torchvision
+
+    try:
+        import_torchvision()
+    except ImportError:
+        pytest.skip("torchvision is not installed (bash scripts/install_models.sh)")
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from conslaw.models import seeded
+
+    model = seeded(lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                                             mlp_dim=64, num_classes=10), 0)
+    result = find_laws(model, torch.randn(2, 3, 32, 32), "cross_entropy", numeric=False)
+    counts = {}
+    for law in result.laws:
+        counts[(law.family, law.status)] = counts.get((law.family, law.status), 0) + 1
+    assert ("attention", "failed") not in counts and not [c for c in result.laws if c.status == "failed"]
+    assert counts[("attention", "exact")] == 2 * 2 * 2 * (16 * 17 // 2)  # 2 layers, 2 heads of 16, QK and VO
+    assert counts[("rescaling", "exact")] == 4 * 32  # ln_1 -> q, k, v and ln_2 -> mlp.0, per layer
+    # the residual stream is read only by LayerNorms: pos_embedding rows (17 tokens), out_proj and mlp.3 writers
+    assert counts[("translation (into LayerNorm)", "exact")] == 17 + 2 * (32 + 1) + 2 * (64 + 1)
+    assert counts[("translation", "exact")] == 33  # the head before softmax + cross-entropy

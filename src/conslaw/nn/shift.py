@@ -20,6 +20,8 @@ writer of the same kind.
 
 from __future__ import annotations
 
+import operator
+
 import torch.fx as fx
 from torch import nn
 
@@ -34,9 +36,19 @@ FAMILY = "translation (into LayerNorm)"
 
 def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]] | None:
     """The conserved sums of a writer node as (label, slots), or None when it is not a writer."""
-    if node.op == "get_attr" and node.target in space.shapes and len(space.shapes[node.target]) == 2:
-        name = node.target
-        return [(f"{name} row {p}", [unit_slot(space, name, 0, p)]) for p in range(space.shapes[name][0])]
+    if node.op == "get_attr" and node.target in space.shapes and len(space.shapes[node.target]) >= 2:
+        name, shape = node.target, space.shapes[node.target]
+        rows = space.indices(name).reshape(-1, shape[-1])
+        lead = shape[:-1]
+        out = []
+        for r in range(rows.shape[0]):
+            where, rest = [], r
+            for size in reversed(lead):
+                where.append(rest % size)
+                rest //= size
+            text = f"{name}[{','.join(map(str, reversed(where)))},:]"
+            out.append((f"{name} row {r}", [Slot(name, rows[r].clone(), text, len(shape) - 1, (r,))]))
+        return out
     if node.op != "call_module":
         return None
     m, name = graph.module_of(node), node.target
@@ -56,12 +68,26 @@ def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[
 
 
 def _passes_shift(graph: Graph, node: fx.Node) -> bool:
-    """Ops a per-token shift c 1 passes through unchanged in form: additions, dropout, identity."""
+    """Ops a per-token shift c 1 passes through unchanged in form: additions, dropout, identity, and
+    taking the output (item 0) of an ``nn.MultiheadAttention`` call."""
     if is_add(node):
         return True
+    if node.op == "call_function" and node.target is operator.getitem and node.args[1] == 0:
+        source = node.args[0]
+        return isinstance(source, fx.Node) and source.op == "call_module" and \
+            isinstance(graph.module_of(source), nn.MultiheadAttention)
     if node.op == "call_module":
         return isinstance(graph.module_of(node), (*DROPOUT, nn.Identity))
     return node.op == "call_method" and node.target == "contiguous"
+
+
+def _out_shape(graph: Graph, node: fx.Node) -> tuple[int, ...] | None:
+    """The output shape of a writer; for an attention call (a tuple), that of its output item."""
+    shape = graph.shape(node)
+    if shape is None:
+        items = [u for u in node.users if u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0]
+        shape = graph.shape(items[0]) if items else None
+    return shape
 
 
 def _reads_as_layernorm(graph: Graph, node: fx.Node, units: int) -> bool:
@@ -75,32 +101,30 @@ def shift_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
     for start in graph.nodes:
         if start in seen or _writer_slots(graph, start, space) is None:
             continue
-        writers, inner, readers, frontier, ok = {start}, set(), set(), [start], True
-        while frontier and ok:
+        writers, inner, readers, frontier = {start}, set(), set(), [start]
+        while frontier:
             node = frontier.pop()
             for user in node.users:
-                if is_shape_query(user):
-                    continue
+                if is_shape_query(user) or (not user.users and user.op in ("call_function", "call_method")):
+                    continue  # a shape query or a dead value (e.g. the unused attention weights) reads nothing
                 if _passes_shift(graph, user):
                     if user not in inner:
                         inner.add(user)
                         frontier.append(user)
-                        for arg in user.args:  # the other summands are writers of the same stream
+                        for arg in user.args:  # the other summands: writers into the same stream
                             if isinstance(arg, fx.Node) and arg not in inner and arg not in writers:
-                                if _writer_slots(graph, arg, space) is None and not _passes_shift(graph, arg):
-                                    ok = False
                                 writers.add(arg)
                                 frontier.append(arg)
                 else:
                     readers.add(user)
         seen |= writers
-        shape = graph.shape(start)
-        if not ok or not readers or shape is None:
+        shape = _out_shape(graph, start)
+        if not readers or shape is None:
             continue
         units = shape[-1]
         if not all(_reads_as_layernorm(graph, r, units) for r in readers):
             continue
-        if any(graph.shape(w) is None or graph.shape(w)[-1] != units for w in writers):
+        if any(_out_shape(graph, w) is None or _out_shape(graph, w)[-1] != units for w in writers):
             continue
         for writer in sorted(writers, key=graph.nodes.index):
             for label, slots in _writer_slots(graph, writer, space) or []:

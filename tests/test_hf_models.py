@@ -132,3 +132,10 @@ def test_numeric_count_on_a_tiny_gpt2():
     result = conslaw.find_laws(model, _batch(vocab=8, length=3), "cross_entropy", batches=2)
     assert isinstance(result.numeric_laws, int) and 0 <= result.numeric_laws <= result.D
     print(f"tiny gpt2: D = {result.D}, named = {result.named_laws}, numeric = {result.numeric_laws}")
+
+
+def test_llama_float32_casts_are_kept_in_float64():
+    analysis = conslaw.nn.analyse(_build("llama"), _batch(), "cross_entropy", traced=False)
+    assert analysis.fields.keep_float64  # LlamaRMSNorm casts to float32: the analysis keeps float64
+    mlp = conslaw.nn.analyse(torch.nn.Sequential(torch.nn.Linear(2, 3)), torch.randn(4, 2), traced=False)
+    assert not mlp.fields.keep_float64

@@ -16,6 +16,7 @@ Inputs may be a tensor, a tuple or a dict of tensors (Hugging Face
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,9 +77,13 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
             embeddings = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
             vocab = input_vocab(model)
             self.high = vocab if vocab is not None else min(embeddings) if embeddings else int(example_input.max()) + 1
-        with torch.no_grad():
+        #: run under keep_float64() only when the model casts to a lower precision (a mode costs time per op)
+        self.keep_float64 = False  # the probe alone watches the first call
+        probe = keep_float64()
+        with torch.no_grad(), probe:
             out = self._forward(self.space.unflatten(self.space.flatten(dict(model.named_parameters()))),
                                 self.sample_inputs(2, torch.Generator().manual_seed(0)))
+        self.keep_float64 = probe.lowered
         self.output_shape = tuple(out.shape[1:])
         if self.loss_fn.check is not None:
             self.loss_fn.check(self.output_shape)
@@ -106,7 +111,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
     def _forward(self, params: dict, x: torch.Tensor | Mapping) -> torch.Tensor:
         # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite)
         args, kwargs = ((x,), {}) if self.inputs is None else self.inputs.call(x)
-        with composite_ops(), keep_float64():
+        with composite_ops(), keep_float64() if self.keep_float64 else contextlib.nullcontext():
             return model_output(functional_call(self.model, {**params, **self.buffers}, args, kwargs))
 
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:

@@ -46,28 +46,33 @@ def _lowered(dtype) -> bool:
     return isinstance(dtype, torch.dtype) and dtype in LOW_PRECISION
 
 
-class _KeepFloat64(TorchFunctionMode):
-    """Casts of float64 (or integer) tensors to float32/16 keep float64."""
+class KeepFloat64(TorchFunctionMode):
+    """Casts of float64 (or integer) tensors to float32/16 keep float64; ``lowered`` says whether one happened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lowered = False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in (torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16) and args and \
-                isinstance(args[0], torch.Tensor) and args[0].dtype == DTYPE:
-            return args[0]
+                isinstance(args[0], torch.Tensor):
+            self.lowered = True
+            return args[0] if args[0].dtype == DTYPE else args[0].to(DTYPE)
         if func is torch.Tensor.to and args and isinstance(args[0], torch.Tensor) and not args[0].is_complex() \
                 and args[0].dtype != torch.bool:
             if "dtype" in kwargs and _lowered(kwargs["dtype"]):
                 kwargs = {**kwargs, "dtype": DTYPE}
-            args = tuple(DTYPE if i > 0 and _lowered(a) else a for i, a in enumerate(args))
-        elif func in (torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16) and args and \
-                isinstance(args[0], torch.Tensor):
-            return args[0].to(DTYPE)
+                self.lowered = True
+            if any(i > 0 and _lowered(a) for i, a in enumerate(args)):
+                args = tuple(DTYPE if i > 0 and _lowered(a) else a for i, a in enumerate(args))
+                self.lowered = True
         return func(*args, **kwargs)
 
 
-def keep_float64() -> TorchFunctionMode:
+def keep_float64() -> KeepFloat64:
     """A mode in which ``x.to(torch.float32)``, ``x.float()``, ``x.half()`` ... give float64 (see the module doc)."""
-    return _KeepFloat64()
+    return KeepFloat64()
 
 
 def model_output(out: Any) -> torch.Tensor:

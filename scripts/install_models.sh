@@ -20,9 +20,11 @@ esac
 # --no-deps on the two packages that depend on torch; their other deps installed explicitly.
 "$PY" -m pip install --no-deps "torchvision==${TORCHVISION_VERSION}" "timm${TIMM_VERSION:+==$TIMM_VERSION}"
 "$PY" -m pip install numpy "pillow>=5.3.0,!=8.3.*" pyyaml huggingface_hub safetensors
+# Hugging Face transformers (no torch requirement of its own)
+"$PY" -m pip install transformers
 
 after="$(torch_id)"
 if [ "$after" != "$before" ]; then
   echo "torch changed from '$before' to '$after'" >&2; exit 1
 fi
-echo "torch still $after; torchvision ${TORCHVISION_VERSION} and timm installed"
+echo "torch still $after; torchvision ${TORCHVISION_VERSION}, timm and transformers installed"

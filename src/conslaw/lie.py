@@ -14,7 +14,7 @@ dimensions. The engine therefore, level by level:
    ``vmap`` (no Jacobian is ever materialized);
 2. scales every bracket by the size of the two terms it is the difference
    of (so a bracket that cancels to round-off reads as round-off), projects
-   out the directions already found (one classical Gram-Schmidt pass: the
+   out the directions already found (classical Gram-Schmidt, two passes: the
    loss of orthogonality, about eps / rtol, stays far below the threshold)
    and keeps the new singular directions above ``rtol``;
 3. stops when the rank reaches D or a whole level adds nothing (reported as
@@ -158,7 +158,11 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
             rows = sample_brackets(source, theta, level, n, generator, batch)
             drawn += n
             if basis.shape[0]:
-                rows = rows - (rows @ basis.T) @ basis  # project out the span found so far
+                # project out the span found so far, twice: one classical Gram-Schmidt pass leaves components
+                # of size eps * |rows| / rtol along the basis, which on large, badly scaled models (BERT) came
+                # back as spurious "new" directions and pushed the rank past D ("twice is enough")
+                rows = rows - (rows @ basis.T) @ basis
+                rows = rows - (rows @ basis.T) @ basis
             sv, directions = singular_directions(rows)
             # rows are on a common unit scale (each bracket divided by its terms' size): absolute threshold
             new = rank_from_singular_values(sv, rtol, reference=1.0).rank

@@ -3,26 +3,38 @@
 W_theta is the span of the gradients of the model's own loss over random
 batches Z = (inputs, targets). Evaluated on the model given (usually a float64
 analysis copy, see :func:`conslaw.nn.analysis.analysis_copy`) through
-``torch.func.functional_call`` with its buffers passed explicitly.
+``torch.func.functional_call`` with its buffers passed explicitly. Tied
+parameters (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) are one
+parameter: ``named_parameters()`` lists it once and ``functional_call`` ties
+the aliases to it.
+
+Inputs may be a tensor, a tuple or a dict of tensors (Hugging Face
+``input_ids``, ``attention_mask``, ...), outputs a tensor, a tuple or a
+``ModelOutput`` (:mod:`conslaw.fields.model_io`); the losses are those of
+:mod:`conslaw.fields.losses` or a callable ``loss(output, target)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._pytree import tree_map
 
 from ..composite import composite_ops
-from ..errors import ConslawError
-from ..params import DTYPE, ParamSpace
+from ..params import ParamSpace
 from .base import FieldSource
 from .inputs import gaussian_inputs
+from .losses import BUILTIN_LOSSES, Loss, resolve_loss
+from .model_io import ModelInputs, input_vocab, keep_float64, model_output
 
-LOSSES = ("mse", "cross_entropy")
+#: the names of the built-in losses (:data:`conslaw.fields.losses.BUILTIN_LOSSES`)
+LOSSES = tuple(BUILTIN_LOSSES)
 #: above this D, fields are evaluated one by one with plain autograd instead of vmap
 VMAP_MAX_D = 200_000
 
@@ -37,42 +49,54 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
 
     Args:
         model: the module (its parameters that require gradients are theta).
-        example_input: one batch of inputs (batch first), for the input shape and dtype.
-        loss: ``mse`` or ``cross_entropy``.
+        example_input: one batch of inputs (batch first), for the input shape and dtype: a tensor, a tuple of
+            positional inputs or a dict of keyword inputs (:class:`conslaw.fields.model_io.ModelInputs`).
+        loss: ``mse``, ``cross_entropy`` (over (batch, classes) or (batch, seq, vocab) outputs), a
+            :class:`conslaw.fields.losses.Loss`, or a callable ``loss(output, target)`` (Gaussian targets).
         batch: inputs per sampled field.
     """
 
     label = "loss-gradient"
     oversample = 3.0
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, loss: str = "mse", batch: int = 8) -> None:
-        if loss not in LOSSES:
-            raise ConslawError(f"unknown loss {loss!r}", f"use one of {', '.join(LOSSES)}")
+    def __init__(self, model: nn.Module, example_input: torch.Tensor | tuple | Mapping,
+                 loss: str | Loss | Callable = "mse", batch: int = 8) -> None:
+        self.loss_fn = resolve_loss(loss)
         self.model = model
         self.space = ParamSpace.from_module(model)
         self.names = self.space.names
         self.buffers = dict(model.named_buffers())
-        self.loss = loss
+        self.loss = self.loss_fn.name
         self.batch = batch
         self.example = example_input
-        self.integer_input = not torch.is_floating_point(example_input)
+        #: structured inputs (tuple or dict), None for a tensor
+        self.inputs = None if isinstance(example_input, torch.Tensor) else ModelInputs(model, example_input)
+        self.integer_input = self.inputs is None and not torch.is_floating_point(example_input)
         if self.integer_input:
+            # token ids: below the input embedding's vocabulary (a Hugging Face model says which it is), else
+            # below the smallest embedding, else below the example's maximum + 1
             embeddings = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
-            self.high = min(embeddings) if embeddings else int(example_input.max()) + 1
-        with torch.no_grad():
+            vocab = input_vocab(model)
+            self.high = vocab if vocab is not None else min(embeddings) if embeddings else int(example_input.max()) + 1
+        #: run under keep_float64() only when the model casts to a lower precision (a mode costs time per op)
+        self.keep_float64 = False  # the probe alone watches the first call
+        probe = keep_float64()
+        with torch.no_grad(), probe:
             out = self._forward(self.space.unflatten(self.space.flatten(dict(model.named_parameters()))),
                                 self.sample_inputs(2, torch.Generator().manual_seed(0)))
+        self.keep_float64 = probe.lowered
         self.output_shape = tuple(out.shape[1:])
-        if loss == "cross_entropy" and len(self.output_shape) != 1:
-            raise ConslawError(f"cross_entropy needs outputs of shape (batch, classes), got (batch, "
-                               f"{', '.join(map(str, self.output_shape))})", "use --loss mse")
+        if self.loss_fn.check is not None:
+            self.loss_fn.check(self.output_shape)
 
     def theta(self) -> torch.Tensor:
         """The model's current parameters as a flat float64 vector."""
         return self.space.flatten(dict(self.model.named_parameters())).detach()
 
-    def sample_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Draw n inputs shaped like one example (token ids or a Gaussian scale mixture)."""
+    def sample_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Draw n inputs shaped like one example (token ids or a Gaussian scale mixture; a dict when structured)."""
+        if self.inputs is not None:
+            return self.inputs.sample(n, generator)
         shape = tuple(self.example.shape[1:])
         if self.integer_input:
             return torch.randint(0, self.high, (n, *shape), generator=generator, dtype=self.example.dtype)
@@ -81,25 +105,22 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
     def sample(self, n: int, generator: torch.Generator) -> Any:
         """Draw n batches (inputs, targets) of ``batch`` examples each."""
         x = self.sample_inputs(n * self.batch, generator)
-        if self.loss == "cross_entropy":
-            y = torch.randint(0, self.output_shape[0], (n * self.batch,), generator=generator)
-        else:
-            y = torch.randn(n * self.batch, *self.output_shape, generator=generator, dtype=DTYPE)
-        return x.reshape(n, self.batch, *x.shape[1:]), y.reshape(n, self.batch, *y.shape[1:])
+        y = self.loss_fn.targets(n * self.batch, self.output_shape, generator)
+        x = tree_map(lambda t: t.reshape(n, self.batch, *t.shape[1:]), x)
+        return x, y.reshape(n, self.batch, *y.shape[1:])
 
-    def _forward(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, params: dict, x: torch.Tensor | Mapping) -> torch.Tensor:
         # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite);
         # the math kernel of attention: the fused CPU kernels have no forward-mode derivative
-        with composite_ops(), sdpa_kernel(SDPBackend.MATH):
-            return functional_call(self.model, {**params, **self.buffers}, (x,))
+        args, kwargs = ((x,), {}) if self.inputs is None else self.inputs.call(x)
+        with composite_ops(), sdpa_kernel(SDPBackend.MATH), \
+                keep_float64() if self.keep_float64 else contextlib.nullcontext():
+            return model_output(functional_call(self.model, {**params, **self.buffers}, args, kwargs))
 
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """L_Z(theta) for one batch Z = p = (inputs, targets)."""
         x, y = p
-        out = self._forward(self.space.unflatten(theta), x)
-        if self.loss == "cross_entropy":
-            return F.cross_entropy(out, y)
-        return (out - y).square().mean()  # F.mse_loss fails under forward-over-reverse (torch 2.13)
+        return self.loss_fn.fn(self._forward(self.space.unflatten(theta), x), y)
 
     def field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """grad L_Z(theta)."""
@@ -110,8 +131,8 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         if self.space.D <= VMAP_MAX_D:
             return vmap(self.field, in_dims=(None, 0))(theta, ps)
         rows = []
-        for k in range(ps[0].shape[0]):
+        for k in range(ps[1].shape[0]):
             t = theta.detach().clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.loss_value(t, (ps[0][k], ps[1][k])), t)
+            (g,) = torch.autograd.grad(self.loss_value(t, tree_map(lambda a, k=k: a[k], ps)), t)
             rows.append(g)
         return torch.stack(rows)

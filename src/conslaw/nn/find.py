@@ -166,7 +166,9 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     start = time.perf_counter()
     analysis = analyse(model, example_input, loss, registry)
     batches = min(batches, 4) if analysis.large else batches
+    loss = analysis.fields.loss  # the loss's name (a callable's __name__)
     findings = collect(analysis, loss, registry)
+    findings.notes[:0] = analysis.notes
     fields, space, theta = analysis.fields, analysis.space, analysis.theta
     gen = torch.Generator().manual_seed(seed)
     points = [(t, fields.evaluate(t, fields.sample(batches, gen))) for t in (theta, perturbed(space, theta, gen))]

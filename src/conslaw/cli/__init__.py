@@ -80,6 +80,9 @@ def run() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         _error("conslaw: aborted", 130, exc)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # a bare group: its help, as click
+            click.echo(exc.ctx.get_help(), err=True)
+            sys.exit(2)
         fix = f"; fix: see '{exc.ctx.command_path} --help'" if exc.ctx is not None else "; fix: see 'conslaw --help'"
         if exc.ctx is not None and isinstance(exc.ctx.command, click.Group) and "No such command" in exc.message:
             fix = f"; fix: use one of {', '.join(exc.ctx.command.list_commands(exc.ctx))}"

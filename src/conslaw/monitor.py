@@ -7,7 +7,10 @@ corrected value h(theta_k e^{Lambda_k}) of Thm 2.1, where Lambda_k is the
 integrated decay (-sum_i log(1 - tau_i lambda_i) for SGD steps, which undoes
 the decay exactly). Lambda is kept per parameter: with an optimizer, every
 parameter takes the learning rate and weight decay of its own parameter group,
-so h is evaluated at theta_k e^{Lambda_k} with Lambda_k per coordinate. Also
+so h is evaluated at theta_k e^{Lambda_k} with Lambda_k per coordinate (exact
+for SGD's weight decay and for decoupled decay as in AdamW, where both scale a
+parameter by 1 - lr lambda per step; Adam's coupled L2 decay passes through the
+preconditioner and is not undone exactly). Also
 estimates the constants of Prop 5.1: C_L (mean squared stochastic gradient
 norm, eq. 26) from the gradients it sees.
 

@@ -137,11 +137,13 @@ def test_fig1_quick_runs_resumes_and_trains_on_cifar_format(tmp_path):
     fig1.one_run = lambda *a, **k: executed.append(a) or original(*a, **k)
     try:
         again = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
-        (tmp_path / "out" / "fig1" / "runs" / "lr0.001_seed1.json").unlink()
+        next((tmp_path / "out" / "fig1" / "runs").glob("lr0.001_seed1_*.json")).unlink()
         third = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
     finally:
         fig1.one_run = original
     assert len(executed) == 1  # the rerun computed nothing; after one record was removed, exactly that one
+    assert (again["runs_computed"], again["runs_reused"]) == (0, 6)
+    assert (third["runs_computed"], third["runs_reused"]) == (1, 5)
     assert again["exponent_conserved"] == third["exponent_conserved"] == result["exponent_conserved"]
     saved = json.loads((tmp_path / "out" / "fig1" / "fig1.json").read_text())
     assert saved["runs"] == 6

@@ -18,7 +18,8 @@ from .catalog.base import Architecture
 from .derivative_check import DerivativeCheck, checked_derivatives
 from .fields import RestrictedFields, restrict
 from .lie import LieResult, lie_trace_dimension
-from .rank import DEFAULT_RTOL
+from .rank import DEFAULT_RTOL, check_rtol
+from .resources import check_memory, count_estimate
 
 
 @dataclass
@@ -85,17 +86,37 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else x
 
 
+def check_count_size(arch: Architecture, block: list[str] | None, max_memory: float | None) -> None:
+    """Refuse a count whose estimated memory exceeds the limit (see :func:`count`), in microseconds."""
+    space = arch.space
+    D = sum(space.numel(n) for n in set(block or ()) if n in space.shapes) or space.D
+    estimate, seconds = count_estimate(D, space.D)
+    what = f"count {arch.label} (D = {D:,}{' in the block' if D != space.D else ''})"
+    fix = "count smaller widths, or the laws of one block with --block NAMES (Prop 4.3)" if D == space.D else \
+        "count smaller widths or a smaller block"
+    check_memory(estimate, what, fix, max_memory, seconds)
+
+
 def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradient",
           init: str = "gaussian", seed: int = 0, theta: torch.Tensor | None = None,
-          rtol: float = DEFAULT_RTOL, block: list[str] | None = None, progress: bool = False) -> CountResult:
+          rtol: float = DEFAULT_RTOL, block: list[str] | None = None, progress: bool = False,
+          max_memory: float | None = None) -> CountResult:
     """Number of independent laws of ``arch`` at a random (or given) theta.
 
     With ``block`` (parameter names), counts the laws that depend on those
     parameters only (Prop 4.3): the fields are restricted to the block and
     the other parameters are resampled for every field; theta is then a point
     of the block's parameter space.
+
+    Before any heavy work the memory the engine would need (a D x D float64
+    basis, chunks of up to 1024 x D brackets, the closed forms' Gram matrix)
+    is estimated and the count refused with the estimate when it exceeds
+    ``max_memory`` GB, or the memory available now when ``max_memory`` is None
+    (:func:`conslaw.resources.check_memory`).
     """
     start = time.perf_counter()
+    rtol = check_rtol(rtol)
+    check_count_size(arch, block, max_memory)
     source = restrict(arch.fields(fields, flow), block, init)
     laws = arch.law_set(flow)
     if isinstance(source, RestrictedFields) and laws is not None:

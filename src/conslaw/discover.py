@@ -36,6 +36,7 @@ from .fields import FieldSource, restrict
 from .laws import Law, LawSet, QuadraticLaw, compact_formula, latex_formula
 from .lie import LieResult, lie_trace_dimension
 from .rank import DEFAULT_RTOL, check_rtol, numerical_rank, rank_from_singular_values
+from .resources import format_bytes
 
 #: refuse equation systems larger than this (bytes of the float64 matrix)
 MAX_SYSTEM_BYTES = 4 * 2**30
@@ -247,8 +248,9 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
     unknowns = monomial_count(D, degree, homogeneous)
     size = (unknowns + margin) * unknowns * 8
     if size > MAX_SYSTEM_BYTES:
-        raise ConslawError(f"degree {degree} in D = {D} variables has {unknowns:,} monomials: the equation "
-                           f"system would take {size / 2**30:.1f} GiB (limit {MAX_SYSTEM_BYTES / 2**30:.0f} GiB)",
+        count = f"{unknowns:,}" if unknowns < 10**15 else f"about 10^{math.log10(unknowns):.0f}"
+        raise ConslawError(f"degree {degree} in D = {D} variables has {count} monomials: the equation "
+                           f"system would take {format_bytes(size)} (limit {format_bytes(MAX_SYSTEM_BYTES)})",
                            "lower the degree, use --homogeneous, or restrict to a block")
     mono = monomials(D, degree, homogeneous)
     gen = torch.Generator().manual_seed(seed)

@@ -5,19 +5,32 @@ Records every law's value at theta_0 and after each step, the relative error
 form a matrix, such as Q Q^T - K K^T), and, with weight decay lambda, the
 corrected value h(theta_k e^{Lambda_k}) of Thm 2.1, where Lambda_k is the
 integrated decay (-sum_i log(1 - tau_i lambda_i) for SGD steps, which undoes
-the decay exactly). Also estimates the constants of Prop 5.1: C_L (mean squared
-stochastic gradient norm, eq. 26) from the gradients it sees.
+the decay exactly). Lambda is kept per parameter: with an optimizer, every
+parameter takes the learning rate and weight decay of its own parameter group,
+so h is evaluated at theta_k e^{Lambda_k} with Lambda_k per coordinate (exact
+for SGD's weight decay and for decoupled decay as in AdamW, where both scale a
+parameter by 1 - lr lambda per step; Adam's coupled L2 decay passes through the
+preconditioner and is not undone exactly). Also
+estimates the constants of Prop 5.1: C_L (mean squared stochastic gradient
+norm, eq. 26) from the gradients it sees.
 
     monitor = LawMonitor(model, laws)
     monitor.attach(optimizer)          # records after every optimizer.step()
     ...
     monitor.table(), monitor.to_csv(path), monitor.plot(path)
+
+Two ways to record, never both: ``attach(optimizer)`` (a post-step hook records
+every ``optimizer.step()``; attaching the same optimizer again is a no-op that
+returns the same remover, attaching a second optimizer raises ConslawError), or
+manual ``step(...)`` calls after each update (``step`` on an attached monitor
+raises ConslawError: the hook already records that step). Exports are written
+atomically.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +40,7 @@ import torch
 from torch import nn
 
 from .errors import ConslawError
+from .io import atomic_write, dumps_json, save_figure
 from .laws import Law, QuadraticLaw
 from .params import DTYPE, ParamSpace
 
@@ -72,6 +86,14 @@ def matrix_groups(laws: Sequence[Law]) -> dict[str, tuple[list[int], np.ndarray]
     return {k: (idx, np.array(w)) for k, (idx, w) in groups.items() if len(idx) > 1}
 
 
+def _decay(lr: float, weight_decay: float) -> float:
+    """-log(1 - lr lambda): the integrated decay of one SGD step, which undoes theta <- (1 - lr lambda) theta."""
+    if lr * weight_decay >= 1:
+        raise ConslawError(f"lr * weight_decay = {lr * weight_decay:g} >= 1: the step zeroes or flips the parameters "
+                           "and Thm 2.1's correction is undefined", "use lr * weight_decay < 1")
+    return -math.log1p(-lr * weight_decay)
+
+
 def squared_norms(p: torch.Tensor, axis: int) -> torch.Tensor:
     """|p[..., k, ...]|^2 for every k along ``axis``, accumulated in float64.
 
@@ -83,7 +105,17 @@ def squared_norms(p: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 class LawMonitor:
-    """Track laws of ``model`` during training (see the module docstring)."""
+    """Track laws of ``model`` during training (see the module docstring).
+
+    Args:
+        model: the model being trained.
+        laws: its laws (``find_laws(model).exact()``, a catalog's, or your own).
+        weight_decay: lambda (or lambda(k)) for manual ``step(lr=...)`` calls on all parameters; with an
+            optimizer (``attach`` or ``step(optimizer=...)``) each parameter group's own ``weight_decay`` is used.
+        groups: extra Frobenius groups: name -> law indices.
+        space: the parameter layout (default: the model's trainable parameters).
+        estimate_constants: accumulate |grad|^2 for Prop 5.1's C_L.
+    """
 
     def __init__(self, model: nn.Module, laws: Sequence[Law], weight_decay: float | Callable[[int], float] = 0.0,
                  groups: dict[str, list[int]] | None = None, space: ParamSpace | None = None,
@@ -98,6 +130,7 @@ class LawMonitor:
             if missing:
                 raise ConslawError(f"law {law.name!r} uses parameters {missing} that {type(model).__name__} does not "
                                    "have", "monitor the laws found for this very model")
+        self._weight_decay_arg = weight_decay
         self.weight_decay = weight_decay if callable(weight_decay) else (lambda k, wd=weight_decay: wd)
         #: Frobenius groups: the entries of every matrix law (weights 2 off the diagonal), and ``groups``
         self.groups = {**matrix_groups(self.laws),
@@ -108,9 +141,12 @@ class LawMonitor:
         self.values: list[np.ndarray] = []
         self.corrected: list[np.ndarray] = []
         self.losses: list[float] = []
-        self.Lambda = 0.0
+        #: integrated weight decay per parameter name (Thm 2.1): h is corrected at theta_k e^{Lambda_k}
+        self.Lambda: dict[str, float] = dict.fromkeys(self.space.names, 0.0)
         self.grad_sq: list[float] = []
         self.lrs: list[float] = []
+        self._attached: tuple[torch.optim.Optimizer, Callable] | None = None
+        self._checked: set[int] = set()
         self.record()
 
     def theta(self) -> torch.Tensor:
@@ -161,16 +197,17 @@ class LawMonitor:
             cat([torch.full((law.lin[0].numel(),), k) for k, law in enumerate(laws)]))
         return slot_plan, gather_plan
 
-    def _evaluate_fast(self, scale: float) -> np.ndarray:
+    def _evaluate_fast(self, scales: dict[str, float] | None = None) -> np.ndarray:
+        """Every law at theta (``scales`` None) or at theta scaled by ``scales[name]`` per parameter."""
         slot_plan, (names, rows, qi, qj, qc, seg_q, lk, lc, seg_l) = self._vectorized
         params = dict(self.model.named_parameters())
         out = torch.zeros(len(self.laws), dtype=DTYPE)
+        factor = (lambda name: 1.0) if scales is None else scales.__getitem__
         with torch.no_grad():
             for name, axis, units, seg, sign in slot_plan:
-                out.index_add_(0, seg, sign * squared_norms(params[name].detach(), axis)[units])
-            out *= scale ** 2
+                out.index_add_(0, seg, sign * squared_norms(params[name].detach(), axis)[units] * factor(name) ** 2)
             if len(rows):
-                theta = torch.cat([params[n].detach().to(DTYPE).reshape(-1) for n in names]) * scale
+                theta = torch.cat([params[n].detach().to(DTYPE).reshape(-1) * factor(n) for n in names])
                 part = torch.zeros(len(rows), dtype=DTYPE).index_add(0, seg_q, qc * theta[qi] * theta[qj])
                 part = part.index_add(0, seg_l, lc * theta[lk])
                 out[rows] = part
@@ -179,15 +216,25 @@ class LawMonitor:
     def _evaluate(self, theta: torch.Tensor) -> np.ndarray:
         return np.array([float(law.value(theta)) for law in self.laws])
 
+    def _scales(self) -> dict[str, float] | None:
+        """e^{Lambda} per parameter, or None while no decay has accumulated."""
+        return {n: math.exp(lam) for n, lam in self.Lambda.items()} if any(self.Lambda.values()) else None
+
     def record(self, loss: float | None = None) -> None:
         """Record the laws' values (plain and weight-decay corrected) and the loss, if given."""
+        scales = self._scales()
         if self._vectorized is not None:
-            values = self._evaluate_fast(1.0)
-            corrected = self._evaluate_fast(math.exp(self.Lambda)) if self.Lambda else values
+            values = self._evaluate_fast()
+            corrected = self._evaluate_fast(scales) if scales else values
         else:
             theta = self.theta()
             values = self._evaluate(theta)
-            corrected = self._evaluate(theta * math.exp(self.Lambda)) if self.Lambda else values
+            if scales:
+                factor = torch.cat([torch.full((self.space.numel(n),), scales[n], dtype=DTYPE)
+                                    for n in self.space.names])
+                corrected = self._evaluate(theta * factor)
+            else:
+                corrected = values
         if not np.all(np.isfinite(values)) or (loss is not None and not math.isfinite(loss)):
             warnings.warn(f"non-finite law value or loss at step {len(self.values)}: recorded as is; "
                           "the training code decides what to do", RuntimeWarning, stacklevel=2)
@@ -195,27 +242,119 @@ class LawMonitor:
         self.corrected.append(corrected)
         self.losses.append(float("nan") if loss is None else float(loss))
 
-    def step(self, lr: float | None = None, loss: float | None = None) -> None:
-        """Record after an optimizer step of size ``lr`` (needed for the weight-decay correction)."""
-        k = len(self.values) - 1
-        lam = float(self.weight_decay(k))
-        if lam and lr is None:
-            raise ConslawError("with weight decay the monitor needs the step size", "call monitor.step(lr=...)")
-        if lam:
-            self.Lambda += -math.log1p(-lr * lam)
+    def step(self, lr: float | None = None, loss: float | None = None,
+             optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Record after one update of a manual loop.
+
+        Args:
+            lr: the step size (needed with the constructor's weight decay, and for Prop 5.1's bound).
+            loss: the mini-batch loss, recorded with the step.
+            optimizer: read every parameter group's ``lr`` and ``weight_decay`` for the Thm 2.1 correction
+                (per parameter) instead of ``lr`` and the constructor's ``weight_decay``.
+
+        Raises:
+            ConslawError: the monitor is attached to an optimizer (its hook already records every step), or
+                weight decay without a step size, or a step with lr * weight_decay >= 1.
+        """
+        if self._attached is not None:
+            raise ConslawError("this monitor is attached to an optimizer, whose every step() it records already: a "
+                               "manual step() would record the same step twice",
+                               "drop the manual monitor.step() calls, or detach first (call the function that "
+                               "attach() returned)")
+        self._advance(lr, loss, optimizer)
+
+    def _advance(self, lr: float | None, loss: float | None, optimizer: torch.optim.Optimizer | None) -> None:
+        """Accumulate the decay of one step (per parameter), the gradient norm, and record."""
+        if optimizer is not None:
+            self._check_optimizer(optimizer)
+            rates = self._group_rates(optimizer)
+            for name, (group_lr, group_wd) in rates.items():
+                if group_wd:
+                    self.Lambda[name] += _decay(group_lr, group_wd)
+            if lr is None and rates:
+                lr = max(group_lr for group_lr, _ in rates.values())
+        else:
+            k = len(self.values) - 1
+            lam = float(self.weight_decay(k))
+            if lam and lr is None:
+                raise ConslawError("with weight decay the monitor needs the step size",
+                                   "call monitor.step(lr=...), or monitor.step(optimizer=opt)")
+            if lam:
+                increment = _decay(lr, lam)
+                for name in self.Lambda:
+                    self.Lambda[name] += increment
         if lr is not None:
-            self.lrs.append(lr)
+            self.lrs.append(float(lr))
         if self.estimate_constants:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             if grads:
                 self.grad_sq.append(float(sum(torch.linalg.vector_norm(g, dtype=DTYPE) ** 2 for g in grads)))
         self.record(loss)
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> Callable:
-        """Record after every ``optimizer.step()``; returns the hook handle's remover."""
+    def _group_rates(self, optimizer: torch.optim.Optimizer) -> dict[str, tuple[float, float]]:
+        """(lr, weight_decay) of the parameter group of every monitored parameter the optimizer trains."""
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        params = dict(self.model.named_parameters())
+        rates = {}
+        for name in self.space.names:
+            group = group_of.get(id(params[name]))
+            if group is not None:
+                rates[name] = (float(group["lr"]), float(group.get("weight_decay", 0.0) or 0.0))
+        return rates
+
+    def _check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Warn once per optimizer: laws on parameters it does not train, laws across different step sizes,
+        a constructor weight decay that the optimizer's groups replace."""
+        if id(optimizer) in self._checked:
+            return
+        self._checked.add(id(optimizer))
+        rates = self._group_rates(optimizer)
+        touched = {p for law in self.laws for p in law.params}
+        untrained = sorted(touched - set(rates), key=self.space.names.index)
+        if untrained:
+            laws = [law.name for law in self.laws if set(law.params) & set(untrained)]
+            warnings.warn(f"the optimizer does not train {', '.join(untrained)}, which {len(laws)} monitored law(s) "
+                          f"touch (e.g. {laws[0]!r}): with part of its parameters frozen a law is in general not "
+                          "conserved; give the optimizer all of the model's parameters, or monitor the laws of the "
+                          "trained ones only", RuntimeWarning, stacklevel=3)
+        mixed = [law.name for law in self.laws if len({rates[p][0] for p in law.params if p in rates}) > 1]
+        if mixed:
+            warnings.warn(f"{len(mixed)} monitored law(s) (e.g. {mixed[0]!r}) touch parameter groups with different "
+                          "learning rates: they are not conserved to first order (Prop 5.1 assumes one step size)",
+                          RuntimeWarning, stacklevel=3)
+        given = self._weight_decay_arg
+        if callable(given) or (given and any(wd != given for _, wd in rates.values())):
+            warnings.warn(f"LawMonitor(weight_decay={given!r}) is ignored with an optimizer: the weight decay of each "
+                          "parameter group is read from optimizer.param_groups", RuntimeWarning, stacklevel=3)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+        """Record after every ``optimizer.step()`` (per-group lr and weight decay); returns the hook's remover.
+
+        Idempotent: attaching the same optimizer again does nothing and returns the same remover.
+
+        Raises:
+            ConslawError: the monitor is already attached to another optimizer.
+        """
+        if self._attached is not None:
+            if self._attached[0] is optimizer:
+                return self._attached[1]
+            raise ConslawError("this monitor is already attached to another optimizer: both would record every step",
+                               "call the function that the first attach() returned, or use one monitor per "
+                               "optimizer")
+        self._check_optimizer(optimizer)
+
         def hook(opt, args, kwargs):
-            self.step(lr=opt.param_groups[0]["lr"])
-        return optimizer.register_step_post_hook(hook).remove
+            self._advance(None, None, opt)
+
+        handle = optimizer.register_step_post_hook(hook)
+
+        def remove() -> None:
+            handle.remove()
+            if self._attached is not None and self._attached[1] is remove:
+                self._attached = None
+
+        self._attached = (optimizer, remove)
+        return remove
 
     def relative_errors(self, corrected: bool = True) -> np.ndarray:
         """(steps + 1, laws + groups): |h_k - h_0| / |h_0| per law, then Frobenius per group."""
@@ -245,19 +384,19 @@ class LawMonitor:
                 for k in range(len(self.values))]
 
     def to_csv(self, path: str) -> None:
-        """Write :meth:`table` as CSV to ``path``."""
+        """Write :meth:`table` as CSV to ``path`` (atomically)."""
         rows = self.table()
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(path, text.getvalue())
 
     def to_json(self, path: str) -> None:
-        """Write the laws, values, corrected values, losses and relative errors as JSON to ``path``."""
-        with open(path, "w") as fh:
-            json.dump({"laws": [law.name for law in self.laws], "values": np.array(self.values).tolist(),
-                       "corrected": np.array(self.corrected).tolist(), "losses": self.losses,
-                       "relative_errors": self.relative_errors().tolist()}, fh)
+        """Write the laws, values, corrected values, losses and relative errors as standard JSON (NaN: null)."""
+        atomic_write(path, dumps_json({"laws": [law.name for law in self.laws], "values": np.array(self.values),
+                                       "corrected": np.array(self.corrected), "losses": self.losses,
+                                       "Lambda": self.Lambda, "relative_errors": self.relative_errors()}))
 
     def plot(self, path: str) -> None:
         """Plot relative errors (log scale) and losses against steps into ``path``."""
@@ -276,5 +415,7 @@ class LawMonitor:
         bottom.set_ylabel("loss")
         bottom.set_xlabel("step")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            save_figure(fig, path, dpi=120)
+        finally:
+            plt.close(fig)

@@ -37,11 +37,14 @@ def attention(tokens: int, dim: int, d1: int, heads: int = 1) -> Architecture:
             out = out + torch.softmax(scores, dim=-1) @ x @ p["V"][rows].T @ p["O"][rows]
         return out
 
-    laws = []
-    for k in range(h):
-        tag = f"head {k}: " if h > 1 else ""
-        laws += gram_difference_laws(space, "Q", "K", f"{tag}Q Q^T - K K^T", True, True, k * dh, dh, head=k)
-        laws += gram_difference_laws(space, "V", "O", f"{tag}V V^T - O O^T", True, True, k * dh, dh, head=k)
+    def laws():
+        found = []
+        for k in range(h):
+            tag = f"head {k}: " if h > 1 else ""
+            found += gram_difference_laws(space, "Q", "K", f"{tag}Q Q^T - K K^T", True, True, k * dh, dh, head=k)
+            found += gram_difference_laws(space, "V", "O", f"{tag}V V^T - O O^T", True, True, k * dh, dh, head=k)
+        return found
+
     phi = None
     expected, source = None, ""
     notes = []

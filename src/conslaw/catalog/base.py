@@ -31,7 +31,9 @@ class Architecture:
     space: ParamSpace
     model: Callable[[Params, torch.Tensor], torch.Tensor] | None
     input_shape: tuple[int, ...] | None
-    laws: list[Law]
+    #: the closed-form laws, or a function building them on first use (a wide block has r(r+1)/2 of them:
+    #: building them eagerly would cost minutes before a size guard could refuse the block)
+    laws: list[Law] | Callable[[], list[Law]]
     phi: Callable[[Params], torch.Tensor] | None = None
     #: optional fast <phi(theta), a(c)> with structured random coefficients c (see ReparamFields)
     pairing: tuple[Callable, Callable] | None = None
@@ -81,11 +83,17 @@ class Architecture:
             raise ConslawError(f"unknown flow {flow!r}", "use 'gradient' or 'sign'")
         return source
 
+    def closed_forms(self) -> list[Law]:
+        """The closed-form laws of gradient flow, built on first use and kept."""
+        if callable(self.laws):
+            self.laws = list(self.laws())
+        return self.laws
+
     def law_set(self, flow: str = "gradient") -> LawSet | None:
         """The catalog's closed-form laws for ``flow``; None where the catalog has none."""
         if flow == "sign":
             return None if self.sign_laws is None else LawSet(self.space, self.sign_laws)
-        return LawSet(self.space, self.laws)
+        return LawSet(self.space, self.closed_forms())
 
     def residual(self) -> Architecture:
         """The residual block x -> x + g(theta, x) (eq. 14): same phi, same laws (Prop 3.2)."""

@@ -64,8 +64,10 @@ def conv(channels, pixels: int, filters, stride: int = 1) -> Architecture:
         big_v = torch.einsum("jit,pst->ipjs", params["v"], ev).reshape(c0 * p, c1 * p1)
         return torch.einsum("ah,bh->hab", big_u, big_v).reshape(-1)
 
-    laws = [balance_law(f"channel {j}", [unit_slot(space, "u", 1, j)], [unit_slot(space, "v", 0, j)],
-                        family="rescaling", module="conv", unit=(j,)) for j in range(c1)]
+    def laws():
+        return [balance_law(f"channel {j}", [unit_slot(space, "u", 1, j)], [unit_slot(space, "v", 0, j)],
+                            family="rescaling", module="conv", unit=(j,)) for j in range(c1)]
+
     return Architecture(
         name="conv", label=f"conv C=({c0},{c1},{c2}) P={p} filters=({nv},{nu}) stride={s}",
         config={"channels": [c0, c1, c2], "pixels": p, "filters": [nv, nu], "stride": s},

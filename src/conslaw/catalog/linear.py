@@ -35,10 +35,14 @@ def linear(*widths: int) -> Architecture:
     def product(p):
         return reduce(lambda acc, layer: p[f"W{layer}"] @ acc, range(2, q + 1), p["W1"])
 
-    laws = []
-    for layer in range(1, q):
-        label = f"W{layer} W{layer}^T - W{layer + 1}^T W{layer + 1}"
-        laws += gram_difference_laws(space, f"W{layer}", f"W{layer + 1}", label, rows_left=True, rows_right=False)
+    def laws():
+        found = []
+        for layer in range(1, q):
+            label = f"W{layer} W{layer}^T - W{layer + 1}^T W{layer + 1}"
+            found += gram_difference_laws(space, f"W{layer}", f"W{layer + 1}", label, rows_left=True,
+                                          rows_right=False)
+        return found
+
     expected, source = None, ""
     if q == 2 and widths[1] <= widths[0] + widths[2]:
         r = widths[1]

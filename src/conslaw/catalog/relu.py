@@ -84,12 +84,16 @@ def relu(*widths: int, bias: bool = False) -> Architecture:
         if bias and layer < q:
             shapes[f"b{layer}"] = (widths[layer],)
     space = ParamSpace(shapes)
-    laws = []
-    for layer in range(1, q):
-        for k in range(widths[layer]):
-            minus = [unit_slot(space, f"W{layer}", 0, k)] + ([unit_slot(space, f"b{layer}", 0, k)] if bias else [])
-            laws.append(balance_law(f"neuron {layer}.{k}", [unit_slot(space, f"W{layer + 1}", 1, k)], minus,
-                                    family="rescaling", module=f"layer {layer}", unit=(k,)))
+    def laws():
+        found = []
+        for layer in range(1, q):
+            for k in range(widths[layer]):
+                minus = [unit_slot(space, f"W{layer}", 0, k)] + \
+                    ([unit_slot(space, f"b{layer}", 0, k)] if bias else [])
+                found.append(balance_law(f"neuron {layer}.{k}", [unit_slot(space, f"W{layer + 1}", 1, k)], minus,
+                                         family="rescaling", module=f"layer {layer}", unit=(k,)))
+        return found
+
     hidden = sum(widths[1:-1])
     notes = []
     if q > 2:

@@ -32,9 +32,12 @@ def resnet(dim: int, width: int, blocks: int) -> Architecture:
             x = x + p[f"U{layer}"] @ torch.relu(p[f"V{layer}"] @ x)
         return x
 
-    laws = [balance_law(f"block {layer} neuron {k}", [unit_slot(space, f"U{layer}", 1, k)],
-                        [unit_slot(space, f"V{layer}", 0, k)], family="rescaling", module=f"block {layer}", unit=(k,))
-            for layer in range(1, q + 1) for k in range(r)]
+    def laws():
+        return [balance_law(f"block {layer} neuron {k}", [unit_slot(space, f"U{layer}", 1, k)],
+                            [unit_slot(space, f"V{layer}", 0, k)], family="rescaling", module=f"block {layer}",
+                            unit=(k,))
+                for layer in range(1, q + 1) for k in range(r)]
+
     expected, source = None, ""
     if q == 1:
         expected, source = r, "Prop 3.2 + Prop 3.5: R laws"

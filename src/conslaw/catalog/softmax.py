@@ -20,8 +20,10 @@ def softmax(classes: int, inputs: int) -> Architecture:
     n = positive_int(classes, "classes N")
     m = positive_int(inputs, "inputs M")
     space = ParamSpace({"W": (n, m)})
-    laws = [linear_law(f"column {j}", [unit_slot(space, "W", 1, j)], family="translation", module="softmax",
-                       unit=(j,)) for j in range(m)]
+    def laws():
+        return [linear_law(f"column {j}", [unit_slot(space, "W", 1, j)], family="translation", module="softmax",
+                           unit=(j,)) for j in range(m)]
+
     return Architecture(
         name="softmax", label=f"softmax N={n} M={m}", config={"classes": n, "inputs": m},
         space=space, model=lambda p, x: torch.softmax(p["W"] @ x, dim=0), input_shape=(m,),

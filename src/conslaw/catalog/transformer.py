@@ -38,15 +38,18 @@ def transformer(tokens: int, dim: int, d1: int, hidden: int, layers: int) -> Arc
             x = x + torch.relu(x @ p[f"W{layer}"].T) @ p[f"U{layer}"].T
         return x
 
-    laws = []
-    for layer in range(1, q + 1):
-        laws += gram_difference_laws(space, f"Q{layer}", f"K{layer}", f"Q{layer} Q{layer}^T - K{layer} K{layer}^T",
-                                     True, True)
-        laws += gram_difference_laws(space, f"V{layer}", f"O{layer}", f"V{layer} V{layer}^T - O{layer} O{layer}^T",
-                                     True, True)
-        laws += [balance_law(f"mlp {layer} neuron {k}", [unit_slot(space, f"U{layer}", 1, k)],
-                             [unit_slot(space, f"W{layer}", 0, k)], family="rescaling", module=f"mlp {layer}",
-                             unit=(k,)) for k in range(r)]
+    def laws():
+        found = []
+        for layer in range(1, q + 1):
+            found += gram_difference_laws(space, f"Q{layer}", f"K{layer}",
+                                          f"Q{layer} Q{layer}^T - K{layer} K{layer}^T", True, True)
+            found += gram_difference_laws(space, f"V{layer}", f"O{layer}",
+                                          f"V{layer} V{layer}^T - O{layer} O{layer}^T", True, True)
+            found += [balance_law(f"mlp {layer} neuron {k}", [unit_slot(space, f"U{layer}", 1, k)],
+                                  [unit_slot(space, f"W{layer}", 0, k)], family="rescaling", module=f"mlp {layer}",
+                                  unit=(k,)) for k in range(r)]
+        return found
+
     return Architecture(
         name="transformer", label=f"transformer N={n} E={e} d1={d1} R={r} layers={q}",
         config={"tokens": n, "dim": e, "d1": d1, "hidden": r, "layers": q}, space=space, model=model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import torch
 
 from ..catalog import ARCHITECTURES, Architecture, ArchSpec
 from ..errors import ConslawError
+from ..io import dumps_json
+
+#: refuse example inputs with more entries than this (--input-shape 100000,100000 would be 80 GB in float64)
+MAX_INPUT_ELEMENTS = 10**8
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 POSITIONAL = {**CONTEXT, "ignore_unknown_options": True}
@@ -45,8 +50,8 @@ LOSS_OPTION = click.option("--loss", type=click.Choice(["mse", "cross_entropy"])
 
 
 def echo_json(data: dict) -> None:
-    """Print one standard JSON object (no NaN / Infinity) on stdout."""
-    click.echo(json.dumps(data, default=str, allow_nan=False))
+    """Print one standard JSON object on stdout: values that are NaN or infinite are written as null."""
+    click.echo(dumps_json(data))
 
 
 def progress_wanted(as_json: bool) -> bool:
@@ -87,22 +92,94 @@ def load_theta(path: str | None) -> torch.Tensor | None:
         else:
             values = np.loadtxt(p, dtype=float)
         values = np.asarray(values, dtype=float).reshape(-1)
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise ConslawError(f"cannot read theta from {path!r}: {exc}",
+    except Exception as exc:  # any malformed file: strings, objects, ragged lists, bad .npy headers, pickles
+        raise ConslawError(f"cannot read theta from {path!r}: {type(exc).__name__}: {exc}",
                            "write D numbers as .npy, a JSON list, or whitespace-separated text") from exc
     return torch.as_tensor(values)
 
 
-def model_and_input(spec: str, input_shape: str | None):
-    """(name, module, example input, default loss) for MODEL and an optional --input-shape like 2,3,32,32."""
+def parse_input_shape(text: str | None) -> list[int] | None:
+    """``--input-shape 2,3,32,32`` as a list of positive sizes (None when absent), refused when too large."""
+    if text is None:
+        return None
+    shape = parse_ints([t.strip() for t in text.replace("x", ",").split(",")], "input shape")
+    if not shape or any(s < 1 for s in shape):
+        raise ConslawError(f"input shape {text!r} has a size < 1", "give every dimension a size >= 1, e.g. 2,3,32,32")
+    if len(shape) > 8:
+        raise ConslawError(f"input shape {text!r} has {len(shape)} dimensions", "pass at most 8 sizes, batch first")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ConslawError(f"input shape {text!r} has {math.prod(shape):,} entries (limit {MAX_INPUT_ELEMENTS:,}: "
+                           "the analysis keeps float64 copies and batches of it)",
+                           "pass a small batch (the analysis needs 2 inputs or more, not a dataset)")
+    return shape
+
+
+def _load_user_model(spec: str, shape: list[int] | None):
+    """``load_model`` with every failure of the user's code (syntax, imports, the build function) as one line."""
     from ..nn.load import load_model
 
-    shape = parse_ints(input_shape.replace("x", ",").split(","), "input shape") if input_shape else None
-    name, module, example, default_loss = load_model(spec, shape)
+    if ":" in spec and not all(part.strip() for part in spec.rsplit(":", 1)):
+        raise ConslawError(f"MODEL {spec!r} has an empty module or function name",
+                           "pass FILE.py:FUNCTION, package.module:FUNCTION or a built-in (conslaw laws --list)")
+    try:
+        return load_model(spec, shape)
+    except ConslawError:
+        raise
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}: " if exc.filename and exc.lineno else ""
+        raise ConslawError(f"cannot load model {spec!r}: {where}{type(exc).__name__}: {exc.msg}",
+                           "fix the syntax of the model file") from exc
+    except (Exception, SystemExit) as exc:
+        raise ConslawError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}",
+                           "make the file import cleanly and its function return an nn.Module ('conslaw --debug "
+                           "...' shows the traceback)") from exc
+
+
+def check_forward(spec: str, module: torch.nn.Module, example: torch.Tensor) -> None:
+    """Run ``module`` once on ``example`` (eval mode, no grad; its buffers and mode are left as they were).
+
+    Raises:
+        ConslawError: the forward fails, or returns something other than a tensor (a dict, a tuple).
+    """
+    params = [p for p in module.parameters() if torch.is_floating_point(p)]
+    x = example
+    if params and isinstance(x, torch.Tensor) and torch.is_floating_point(x):
+        x = x.to(params[0].dtype)
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = module(x)
+    except Exception as exc:
+        shape = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__
+        raise ConslawError(f"the example input of shape {shape} does not run through {spec}: "
+                           f"{type(exc).__name__}: {exc}",
+                           "pass --input-shape with the shape the model expects (batch first), or fix its forward"
+                           ) from exc
+    finally:
+        for m, training in modes:
+            m.training = training
+    if not isinstance(out, torch.Tensor):
+        raise ConslawError(f"the forward of {spec} returns {type(out).__name__}, expected a tensor",
+                           "return the output tensor (e.g. out['logits']), or wrap the model in a module that does")
+
+
+def model_and_input(spec: str, input_shape: str | None):
+    """(name, module, example input, default loss) for MODEL and an optional --input-shape like 2,3,32,32.
+
+    Any failure of the user's code while loading, building or running the model once is a one-line
+    ConslawError naming the cause.
+    """
+    shape = parse_input_shape(input_shape)
+    name, module, example, default_loss = _load_user_model(spec, shape)
     if shape is not None:
         example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     if example is None:
         raise ConslawError(f"{spec} gives no example input", "pass --input-shape, e.g. --input-shape 2,3,32,32")
+    if not isinstance(example, torch.Tensor):
+        raise ConslawError(f"{spec} gives an example input of type {type(example).__name__}, expected a tensor",
+                           "return (module, torch.randn(batch, ...)) or pass --input-shape")
+    check_forward(spec, module, example)
     return name, module, example, default_loss
 
 

@@ -32,6 +32,8 @@ count_options = compose(
     RESIDUAL_OPTION, BLOCK_OPTION,
     click.option("--rtol", type=float, default=1e-8, show_default=True, help="relative rank threshold in (0, 1)"),
     click.option("--show-laws", is_flag=True, help="list the catalog's closed-form laws"),
+    click.option("--max-memory", type=float, default=None, metavar="GB",
+                 help="refuse counts estimated to need more memory than this (default: the memory available now)"),
     JSON_OPTION)
 
 
@@ -61,10 +63,11 @@ def format_count(result: CountResult, data: dict) -> str:
     return "\n".join(lines)
 
 
-def run_count(arch: Architecture, flow, fields, init, seed, theta_file, block, rtol, show_laws, as_json):
+def run_count(arch: Architecture, flow, fields, init, seed, theta_file, block, rtol, show_laws, max_memory,
+              as_json):
     """Count, then print the report or the JSON object."""
     result = count(arch, fields=fields, flow=flow, init=init, seed=seed, theta=load_theta(theta_file),
-                   rtol=rtol, block=parse_block(block), progress=progress_wanted(as_json))
+                   rtol=rtol, block=parse_block(block), progress=progress_wanted(as_json), max_memory=max_memory)
     data = result.as_dict()
     if show_laws:
         laws = arch.law_set(flow)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-import torch
 
+from ..io import check_parent, save_torch
 from .common import CONTEXT, INPUT_SHAPE_OPTION, JSON_OPTION, LOSS_OPTION, echo_json, model_and_input
 
 
@@ -21,11 +21,13 @@ def rebalance_cmd(model, input_shape, loss, target, save_path, as_json):
     """Move MODEL along its symmetry orbits until its laws reach TARGET; the function is unchanged."""
     from ..rebalance import rebalance
 
+    if save_path:
+        check_parent(save_path, "--save file")
     name, module, example, default_loss = model_and_input(model, input_shape)
     result = rebalance(module, example, loss or default_loss or "mse", target=target)
     data = {"model": name, **result.as_dict()}
     if save_path:
-        torch.save(result.model.state_dict(), save_path)
+        save_torch(result.model.state_dict(), save_path)
         data["saved"] = save_path
     if as_json:
         echo_json(data)

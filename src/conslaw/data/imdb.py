@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConslawError
+from .fingerprint import files_fingerprint
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -59,6 +60,13 @@ def load_imdb(folder: str | Path, split: str = "train", vocab_size: int = 2000, 
         row = [index.get(w, 1) for w in words[:length]]
         ids[n, :len(row)] = torch.tensor(row, dtype=torch.long)
     return ids, torch.tensor(labels), vocab
+
+
+def fingerprint(folder: str | Path, split: str = "train") -> str:
+    """A fingerprint of the review files of ``split`` (names, sizes, modification times; no content read)."""
+    root = find_root(folder)
+    files = [f for sub in ("pos", "neg") if (root / split / sub).is_dir() for f in (root / split / sub).glob("*.txt")]
+    return "aclImdb:" + files_fingerprint(root, files, head=False)
 
 
 def synthetic_imdb(n: int = 512, vocab_size: int = 200, length: int = 32, seed: int = 0):

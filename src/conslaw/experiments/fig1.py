@@ -6,23 +6,26 @@ the block's law is |conv2.weight[:,j]|^2 - gamma_j^2 - beta_j^2 of its inner Bat
 control, the same sum with + instead of -. ``quick``: width 8 instead of 64, 2 seeds, 3 learning
 rates, 10 steps. The control is |fc.weight|^2 (with BatchNorm after every convolution, sums of norms
 inside the block are conserved to first order too, so they cannot serve as a control).
-Every finished run is written at once; a rerun resumes.
+Every finished run is written at once (atomically); a rerun resumes. Runs are content-addressed
+(:class:`~conslaw.experiments.protocol.RunCache`): a run is reused only when its key (experiment,
+protocol size, width, data fingerprint, lr, seed, steps, batch, dtype, conslaw version) matches and
+its record validates.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..io import atomic_write, dumps_json, ensure_dir, save_figure
 from ..laws import QuadraticLaw, sum_of_laws, unit_slot
 from ..models import resnet18_cifar, seeded
 from ..nn import find_laws
 from ..params import ParamSpace
-from .protocol import cached_run, exponent_claims, fit_exponent
+from .protocol import RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
 from .training import train_monitored
 
 
@@ -52,29 +55,40 @@ def one_run(lr: float, seed: int, width: int, images, labels, steps: int, batch:
             "losses": monitor.losses[1:]}
 
 
+def run_schema(steps: int) -> RunSchema:
+    """What a Figure 1 run record holds: lr, seed, errors of the law and the control (steps + 1), losses (steps)."""
+    return RunSchema(scalars={"lr": (float, int), "seed": int},
+                     lists={"errors_law": steps + 1, "errors_control": steps + 1, "losses": steps})
+
+
 def run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True) -> dict:
     """Figure 1: every (seed, lr) run (cached), fitted exponents, claims, figure and JSON."""
     out_dir = Path(out) / "fig1"
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir / "runs")
     width, seeds, steps, batch = (8, 2, 10, 16) if quick else (64, 10, 50, 128)
     lrs = [1e-3, 2.5e-3, 5e-3] if quick else [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]
     if data:
-        from ..data.cifar import load_cifar10
+        from ..data.cifar import fingerprint, load_cifar10
+        source = fingerprint(data)
         images, labels = load_cifar10(data)
         synthetic = False
     else:
         from ..data.cifar import synthetic_cifar10
         images, labels = synthetic_cifar10(2048)
-        synthetic = True
+        source, synthetic = "synthetic:cifar10:n2048:seed0", True
+    common = {"experiment": "fig1", "protocol": "quick" if quick else "full", "model": {"width": width},
+              "data": source, "steps": steps, "batch": batch, "dtype": str(torch.get_default_dtype()),
+              "version": conslaw_version()}
+    cache, schema = RunCache(out_dir / "runs"), run_schema(steps)
     runs = []
     for seed in tqdm(range(seeds), desc="fig1 seeds", disable=not progress):
         for lr in lrs:
-            runs.append(cached_run(out_dir / "runs" / f"lr{lr:g}_seed{seed}.json",
-                                   lambda lr=lr, seed=seed: one_run(lr, seed, width, images, labels, steps, batch)))
+            runs.append(cache.run(f"lr{lr:g}_seed{seed}", {**common, "lr": lr, "seed": seed}, schema,
+                                  lambda lr=lr, seed=seed: one_run(lr, seed, width, images, labels, steps, batch)))
     final = {name: [float(np.mean([r[f"errors_{name}"][-1] for r in runs if r["lr"] == lr])) for lr in lrs]
              for name in ("law", "control")}
-    result = {"experiment": "fig1", "synthetic": synthetic, "runs": len(runs), "learning_rates": lrs,
-              "seeds": seeds, "steps": steps, "width": width, "batch": batch,
+    result = {"experiment": "fig1", "synthetic": synthetic, "data": source, "runs": len(runs), **cache.counts(),
+              "learning_rates": lrs, "seeds": seeds, "steps": steps, "width": width, "batch": batch,
               "exponent_conserved": fit_exponent(lrs, final["law"]),
               "exponent_control": fit_exponent(lrs, final["control"]),
               "final_error_law": final["law"], "final_error_control": final["control"],
@@ -82,7 +96,7 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
     plot(runs, lrs, result["figure"], synthetic)
     result["claims"] = exponent_claims("Fig 1: law error ~ lr^2 (ResNet-18, SGD)", "Fig 1: control error ~ lr",
                                        result["exponent_conserved"], result["exponent_control"])
-    Path(result["results"]).write_text(json.dumps(result, indent=1))
+    atomic_write(result["results"], dumps_json(result, indent=1))
     return result
 
 
@@ -110,5 +124,7 @@ def plot(runs, lrs, path, synthetic) -> None:
     bottom.set_ylabel("loss")
     bottom.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)

@@ -6,23 +6,24 @@ Q_h Q_h^T - K_h K_h^T (biases appended, Cor 3.10) of head 0, layer 0, and a cont
 (not conserved). ``quick``: E = 16, 2 heads, 32 tokens, 2 seeds, 3 learning rates, 10 steps.
 Without ``--data``, SYNTHETIC token sequences stand in for IMDb. Training runs in float64: at these
 learning rates the law moves by 1e-7 .. 1e-5 relative, and float32 rounding alone moves it by about 1e-7.
+Runs are content-addressed and written atomically, as for Figure 1.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..io import atomic_write, dumps_json, ensure_dir, save_figure
 from ..laws import QuadraticLaw, unit_slot
 from ..models import TransformerClassifier, seeded
 from ..monitor import frobenius_error, matrix_groups
 from ..nn import MHALayout, find_laws
 from ..nn.attention import QK
 from ..params import ParamSpace
-from .protocol import cached_run, exponent_claims, fit_exponent
+from .protocol import RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
 from .training import train_monitored
 
 
@@ -57,28 +58,43 @@ def one_run(lr: float, seed: int, masked: bool, shape: tuple, tokens, labels, st
             "losses": monitor.losses[1:]}
 
 
+def run_schema(steps: int) -> RunSchema:
+    """What a Figure 5 run record holds: masked, lr, seed, errors (steps + 1 each), losses (steps)."""
+    return RunSchema(scalars={"masked": bool, "lr": (float, int), "seed": int},
+                     lists={"errors_law": steps + 1, "errors_control": steps + 1, "losses": steps})
+
+
 def run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True) -> dict:
     """Figure 5: every (mask, seed, lr) run (cached), fitted exponents, claims, figure and JSON."""
     out_dir = Path(out) / "fig5"
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir / "runs")
     dim, heads, hidden, length, seeds, steps, batch = (16, 2, 32, 32, 2, 10, 16) if quick else \
         (64, 4, 128, 64, 10, 50, 32)
     lrs = [1e-2, 2.5e-2, 5e-2] if quick else [1e-2, 2e-2, 3e-2, 4e-2, 5e-2]
+    limit = None if not quick else 2000
     if data:
-        from ..data.imdb import load_imdb
-        tokens, labels, vocab = load_imdb(data, length=length, limit=None if not quick else 2000)
+        from ..data.imdb import fingerprint, load_imdb
+        source = f"{fingerprint(data)}:limit{limit}"
+        tokens, labels, vocab = load_imdb(data, length=length, limit=limit)
         synthetic = False
     else:
         from ..data.imdb import synthetic_imdb
         tokens, labels, vocab = synthetic_imdb(2048, 200, length)
-        synthetic = True
+        source, synthetic = "synthetic:imdb:n2048:vocab200:seed0", True
+    common = {"experiment": "fig5", "protocol": "quick" if quick else "full",
+              "model": {"dim": dim, "heads": heads, "hidden": hidden, "length": length, "vocab": len(vocab)},
+              "data": source, "steps": steps, "batch": batch, "dtype": "torch.float64", "version": conslaw_version()}
+    cache, schema = RunCache(out_dir / "runs"), run_schema(steps)
+    shape = (len(vocab), length, dim, heads, hidden)
     runs = []
     for masked in (False, True):
         for seed in tqdm(range(seeds), desc=f"fig5 {'masked' if masked else 'unmasked'}", disable=not progress):
             for lr in lrs:
-                name = f"{'masked' if masked else 'unmasked'}_lr{lr:g}_seed{seed}.json"
-                runs.append(cached_run(out_dir / "runs" / name, lambda lr=lr, seed=seed, masked=masked: one_run(
-                    lr, seed, masked, (len(vocab), length, dim, heads, hidden), tokens, labels, steps, batch)))
+                def compute(lr=lr, seed=seed, masked=masked):
+                    return one_run(lr, seed, masked, shape, tokens, labels, steps, batch)
+
+                stem = f"{'masked' if masked else 'unmasked'}_lr{lr:g}_seed{seed}"
+                runs.append(cache.run(stem, {**common, "masked": masked, "lr": lr, "seed": seed}, schema, compute))
     by_mask = {}
     for masked in (False, True):
         sub = [r for r in runs if r["masked"] == masked]
@@ -88,7 +104,8 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
             "exponent_conserved": fit_exponent(lrs, final["law"]),
             "exponent_control": fit_exponent(lrs, final["control"]),
             "final_error_law": final["law"], "final_error_control": final["control"]}
-    result = {"experiment": "fig5", "synthetic": synthetic, "runs": len(runs), "learning_rates": lrs, "seeds": seeds,
+    result = {"experiment": "fig5", "synthetic": synthetic, "data": source, "runs": len(runs), **cache.counts(),
+              "learning_rates": lrs, "seeds": seeds,
               "steps": steps, "exponent_conserved": by_mask["unmasked"]["exponent_conserved"],
               "exponent_control": by_mask["unmasked"]["exponent_control"], "by_mask": by_mask,
               "figure": str(out_dir / "fig5.png"), "results": str(out_dir / "fig5.json")}
@@ -96,7 +113,7 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
     result["claims"] = [row for key, r in by_mask.items() for row in exponent_claims(
         f"Fig 5 ({key}): |QQ^T - KK^T| error ~ lr^2", f"Fig 5 ({key}): control ~ lr",
         r["exponent_conserved"], r["exponent_control"])]
-    Path(result["results"]).write_text(json.dumps(result, indent=1))
+    atomic_write(result["results"], dumps_json(result, indent=1))
     return result
 
 
@@ -126,5 +143,7 @@ def plot(runs, lrs, path, synthetic) -> None:
     axes[1, 0].set_ylabel("loss")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .errors import ConslawError
 from .fields import FieldSource
 from .rank import DEFAULT_RTOL, GAP_WARNING, check_rtol, rank_from_singular_values, spectral_gap
+from .resources import check_memory, count_estimate
 
 
 @dataclass
@@ -131,7 +132,7 @@ def singular_directions(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int = 0,
                         max_level: int = 12, margin: int = 8, rtol: float = DEFAULT_RTOL,
                         max_chunk: int = 1024, batch: int = 256,
-                        progress: bool = False) -> LieResult:
+                        progress: bool = False, max_memory: float | None = None) -> LieResult:
     """dim Lie(W)(theta) for the fields of ``source`` (Thm 2.11), by randomized brackets.
 
     ``seed`` fixes every random draw; the same seed gives the same result.
@@ -139,6 +140,10 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
     start_time = time.perf_counter()
     theta = source.space.check_theta(theta)
     rtol = check_rtol(rtol)
+    D = source.space.D
+    need, seconds = count_estimate(D, margin=margin, max_chunk=max_chunk, batch=batch)
+    check_memory(need, f"the Lie engine on D = {D:,} parameters", "count a block (--block) or a smaller model",
+                 max_memory, seconds)
     if margin < 1:
         raise ConslawError(f"margin must be >= 1, got {margin}", "use the default margin=8")
     D = source.space.D

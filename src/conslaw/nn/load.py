@@ -28,23 +28,39 @@ def load_model(spec: str, input_shape: list[int] | None = None) \
         raise ConslawError(f"unknown model {spec!r}: not a built-in and not of the form FILE.py:FUNCTION or "
                            "package.module:FUNCTION", f"use one of {', '.join(BUILTINS)} (conslaw laws --list)")
     target, func_name = spec.rsplit(":", 1)
+    if importlib.util.find_spec("torchvision") is not None:
+        # user models may import transformers or timm, which import torchvision: make it importable first
+        from ..vision import import_torchvision
+
+        import_torchvision()
     if target.endswith(".py"):
         path = Path(target)
         if not path.exists():
             raise ConslawError(f"model file {target!r} does not exist", "pass the path of a Python file")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        unique = f"_conslaw_user_model_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(unique, path)
         module = importlib.util.module_from_spec(module_spec)
-        sys.modules.setdefault(path.stem, module)
-        module_spec.loader.exec_module(module)
+        sys.modules[unique] = module  # dataclasses and pickling look modules up by name
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[unique]
+            raise ConslawError(f"running {target} failed: {type(exc).__name__}: {exc}".replace("\n", " "),
+                               "fix the error in the model file") from exc
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ConslawError(f"cannot import {target!r}: {exc}", "check the module path and PYTHONPATH") from exc
+        except Exception as exc:
+            raise ConslawError(f"cannot import {target!r}: {type(exc).__name__}: {exc}".replace("\n", " "),
+                               "check the module path, PYTHONPATH and the module's own imports") from exc
     fn = getattr(module, func_name, None)
     if fn is None or not callable(fn):
         raise ConslawError(f"{target} has no function {func_name!r}", "name a function that returns an nn.Module")
-    out = fn()
+    try:
+        out = fn()
+    except Exception as exc:
+        raise ConslawError(f"{spec} raised {type(exc).__name__}: {exc}".replace("\n", " "),
+                           "fix the function that builds the model") from exc
     example = None
     if isinstance(out, tuple) and len(out) == 2:
         out, example = out

@@ -126,8 +126,11 @@ def shift_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
             continue
         if any(_out_shape(graph, w) is None or _out_shape(graph, w)[-1] != units for w in writers):
             continue
+        shared = set(graph.tied().values())  # a tied parameter is read elsewhere too (GPT-2's wte and lm_head)
         for writer in sorted(writers, key=graph.nodes.index):
             for label, slots in _writer_slots(graph, writer, space) or []:
+                if any(slot.name in shared for slot in slots):
+                    continue
                 findings.laws.append(linear_law(f"{label} (shift removed by "
                                                 f"{', '.join(sorted(r.target for r in readers))})", slots,
                                                 family=FAMILY, module=str(writer.target)))

@@ -465,3 +465,59 @@ def test_a_manual_step_reads_the_groups_of_an_optimizer_and_warns_on_untrained_p
     assert "does not train 2.weight" in messages and "is ignored with an optimizer" in messages
     assert monitor.Lambda == pytest.approx({"0.weight": -math.log(0.98), "2.weight": 0.0})
     np.testing.assert_allclose(monitor.corrected[-1], monitor.values[0], rtol=1e-13)
+
+
+def test_find_laws_refuses_a_model_too_large_before_any_work():
+    import time
+
+    from torch import nn
+
+    from conslaw import find_laws
+    from conslaw.errors import ConslawError
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))  # D = 4 290: ~0.5 MB to analyse
+    start = time.perf_counter()
+    with pytest.raises(ConslawError, match=r"D = 4,290 parameters\) would need about .*--max-memory"):
+        find_laws(model, torch.randn(4, 64), max_memory=1e-4)
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.slow  # allocates a 400M-parameter float32 model (1.6 GB)
+def test_laws_on_a_400m_parameter_model_refuses_within_5_s():
+    import time
+
+    from torch import nn
+
+    from conslaw import find_laws
+    from conslaw.errors import ConslawError
+
+    model = torch.nn.utils.skip_init(nn.Linear, 20_000, 20_000, dtype=torch.float32)
+    start = time.perf_counter()
+    with pytest.raises(ConslawError, match="would need about"):
+        find_laws(model, torch.randn(2, 20_000, dtype=torch.float32))
+    assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.slow  # three quick Figure 1 sweeps in subprocesses
+def test_a_sweep_killed_midway_then_rerun_gives_the_uninterrupted_results(tmp_path):
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, "-m", "conslaw", "reproduce", "fig1", "--quick", "--json"]
+    whole = json.loads(subprocess.run([*cmd, "--out", str(tmp_path / "whole")], capture_output=True, text=True,
+                                      check=True).stdout)
+    runs = tmp_path / "killed" / "fig1" / "runs"
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(runs.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(runs.glob("*.json")))
+    assert 0 < done_before < whole["runs"]  # killed in the middle of the sweep
+    again = json.loads(subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True,
+                                      check=True).stdout)
+    assert again["runs_reused"] == done_before and again["runs_computed"] == whole["runs"] - done_before
+    for key in ("final_error_law", "final_error_control", "exponent_conserved", "exponent_control"):
+        assert again[key] == whole[key]

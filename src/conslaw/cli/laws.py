@@ -36,9 +36,11 @@ def format_laws(data: dict) -> list[str]:
               help="loss gradients per verification point")
 @click.option("--numeric/--no-numeric", default=None,
               help="also count the laws with the Lie engine (default: when D <= 4000)")
+@click.option("--max-memory", type=float, default=None, metavar="GB",
+              help="refuse models whose analysis needs more (default: the memory available now)")
 @click.option("--list", "show_list", is_flag=True, help="list the built-in models")
 @JSON_OPTION
-def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_json):
+def laws_cmd(model, input_shape, loss, seed, batches, numeric, max_memory, show_list, as_json):
     """Find, verify and count the conservation laws of MODEL (built-in, FILE.py:FUNCTION or pkg.mod:FUNCTION)."""
     from ..models import BUILTINS
     from ..nn import find_laws
@@ -54,7 +56,7 @@ def laws_cmd(model, input_shape, loss, seed, batches, numeric, show_list, as_jso
         raise click.UsageError("missing MODEL; run 'conslaw laws --list' for the built-in models")
     name, module, example, default_loss = model_and_input(model, input_shape)
     result = find_laws(module, example, loss or default_loss or "mse", batches=batches, seed=seed,
-                       numeric=numeric, name=name)
+                       numeric=numeric, name=name, max_memory=max_memory)
     data = result.as_dict()
     if as_json:
         echo_json(data)

@@ -24,6 +24,7 @@ from ..fields import LossGradFields
 from ..fields.losses import Loss
 from ..fields.model_io import keep_float64, model_output
 from ..params import DTYPE, ParamSpace
+from ..resources import check_memory
 from .export import export_graph
 from .ops import DROPOUT
 from .registry import HandlerRegistry
@@ -161,8 +162,18 @@ def build_graph(work: nn.Module, example, leaf_types: tuple[type, ...]) -> tuple
                        *graph.notes]
 
 
+def analysis_estimate(D: int, batches: int = 6) -> int:
+    """Rough peak bytes of analysing a model with D parameters: float64 copies and loss gradients.
+
+    The float64 analysis copy and its gradient buffers (3 D), the loss gradients at two verification
+    points (2 x batches x D) and the law index structures (about 4 D): 8 bytes each.
+    """
+    return 8 * D * (3 + 2 * batches + 4)
+
+
 def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, loss: str | Loss | Callable = "mse",
-            registry: HandlerRegistry | None = None, traced: bool = True) -> ModelAnalysis:
+            registry: HandlerRegistry | None = None, traced: bool = True, max_memory: float | None = None,
+            batches: int = 6) -> ModelAnalysis:
     """Check, copy, build the fields of, and (``traced``) trace ``model`` (see the module docstring).
 
     Args:
@@ -172,8 +183,13 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, los
         loss: ``mse``, ``cross_entropy``, a :class:`conslaw.fields.losses.Loss` or a callable ``loss(output, target)``.
         registry: the module handlers (their types are leaves of the trace).
         traced: also trace the data flow (needed to find laws, not to discover them).
+        max_memory: GB allowed (the memory available now when None): refuse larger models before any work.
+        batches: loss gradients per verification point (for the memory estimate).
     """
     check_model(model, example_input)
+    D = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    check_memory(analysis_estimate(D, batches), f"analysing {type(model).__name__} (D = {D:,} parameters)",
+                 "analyse a smaller model or a part of it", max_memory)
     work = analysis_copy(model)
     example = as_float64(example_input)
     args, kwargs = call_args(example)

@@ -118,7 +118,7 @@ class ModelLaws:
 
 def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", *, batches: int = 6,
               seed: int = 0, numeric: bool | None = None, name: str | None = None,
-              handlers: HandlerRegistry | None = None) -> ModelLaws:
+              handlers: HandlerRegistry | None = None, max_memory: float | None = None) -> ModelLaws:
     """Find, verify and count the conservation laws of ``model`` (see the module docstring).
 
     Attention runs with the math kernel of scaled_dot_product_attention: the
@@ -133,13 +133,14 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
         numeric: run the Lie engine (default: when D <= 4000).
         name: the model's name in the output.
         handlers: module handlers for this call (default: :meth:`HandlerRegistry.default`).
+        max_memory: GB allowed (default: the memory available now); larger models are refused before any work.
     """
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ConslawError(f"batches must be an integer >= 1, got {batches!r}", "use the default 6")
     with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*batching rule.*")
         return _find_laws(model, example_input, loss, batches, seed, numeric, name,
-                          handlers or HandlerRegistry.default())
+                          handlers or HandlerRegistry.default(), max_memory)
 
 
 def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Findings:
@@ -162,9 +163,9 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     return findings
 
 
-def _find_laws(model, example_input, loss, batches, seed, numeric, name, registry) -> ModelLaws:
+def _find_laws(model, example_input, loss, batches, seed, numeric, name, registry, max_memory) -> ModelLaws:
     start = time.perf_counter()
-    analysis = analyse(model, example_input, loss, registry)
+    analysis = analyse(model, example_input, loss, registry, max_memory=max_memory, batches=batches)
     batches = min(batches, 4) if analysis.large else batches
     loss = analysis.fields.loss  # the loss's name (a callable's __name__)
     findings = collect(analysis, loss, registry)

@@ -90,7 +90,12 @@ def numerical_rank(rows: torch.Tensor, rtol: float = DEFAULT_RTOL, normalize: bo
     return rank_from_singular_values(torch.linalg.svdvals(rows), rtol)
 
 
-def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int, rtol: float = DEFAULT_RTOL) -> int:
+class GroupTooLarge(Exception):
+    """A group of rows sharing coordinates is too large for its dense SVD (see :func:`sparse_rank`)."""
+
+
+def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int, rtol: float = DEFAULT_RTOL,
+                max_dense_bytes: float = 2**30) -> int:
     """Rank of sparse rows (support indices, values), one small dense SVD per group of rows sharing coordinates.
 
     Rows are normalized first. Rows that share no coordinate are independent
@@ -101,6 +106,7 @@ def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int, rtol:
         rows: per row, (support: long tensor of column indices, values on them).
         D: number of columns.
         rtol: relative threshold of :func:`rank_from_singular_values`.
+        max_dense_bytes: raise :class:`GroupTooLarge` rather than build a larger dense block.
     """
     if not rows:
         return 0
@@ -122,6 +128,8 @@ def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int, rtol:
             continue
         sub = jac[idx]
         used, inverse = np.unique(sub.indices, return_inverse=True)
+        if 8.0 * idx.size * used.size > max_dense_bytes:
+            raise GroupTooLarge(f"{idx.size} rows sharing {used.size} coordinates")
         dense = np.zeros((idx.size, used.size))
         dense[np.repeat(np.arange(idx.size), np.diff(sub.indptr)), inverse] = sub.data
         total += rank_from_singular_values(np.linalg.svd(dense, compute_uv=False), rtol).rank

@@ -3,32 +3,14 @@
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
-from conslaw.cli import run
+from _cli import _capture, conslaw  # noqa: F401  (the autouse fixture and the in-process runner)
 
 CONTRACT_KEYS = {"arch", "D", "lie_dim", "num_laws", "known_laws", "levels", "spectral_gap", "seed", "seconds"}
 
 
-@pytest.fixture(autouse=True)
-def _capture(capsys, monkeypatch):
-    global _CAPSYS, _MONKEYPATCH
-    _CAPSYS, _MONKEYPATCH = capsys, monkeypatch
-
-
-def conslaw(*args):
-    """Run the CLI in-process (as the ``conslaw`` entry point does); returncode, stdout, stderr."""
-    _MONKEYPATCH.setattr(sys, "argv", ["conslaw", *args])
-    _CAPSYS.readouterr()
-    code = 0
-    try:
-        run()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = _CAPSYS.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def test_entry_point_runs_as_a_module():

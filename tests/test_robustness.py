@@ -7,7 +7,6 @@ import os
 import pickle
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ import torch
 from torch import nn
 
 import conslaw.io as cio
+from _cli import _capture, conslaw  # noqa: F401  (the autouse fixture and the in-process runner)
 from conslaw import catalog
-from conslaw.cli import run
 from conslaw.cli.common import echo_json
 from conslaw.count import count
 from conslaw.data.cifar import load_cifar10, write_python_batches
@@ -27,25 +26,6 @@ from conslaw.laws import balance_law, unit_slot
 from conslaw.monitor import LawMonitor
 from conslaw.params import ParamSpace
 from conslaw.resources import available_memory
-
-
-@pytest.fixture(autouse=True)
-def _capture(capsys, monkeypatch):
-    global _CAPSYS, _MONKEYPATCH
-    _CAPSYS, _MONKEYPATCH = capsys, monkeypatch
-
-
-def conslaw(*args):
-    """Run the CLI in-process (as the ``conslaw`` entry point does); returncode, stdout, stderr."""
-    _MONKEYPATCH.setattr(sys, "argv", ["conslaw", *args])
-    _CAPSYS.readouterr()
-    code = 0
-    try:
-        run()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = _CAPSYS.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def assert_one_line_error(proc, words=""):

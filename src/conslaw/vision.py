@@ -72,24 +72,8 @@ def _declare(name: str) -> bool:
 
 def import_torchvision() -> ModuleType:
     """Return the torchvision module, applying the CPU-torch shim only if needed."""
-    try:
-        import torchvision
-
-        return torchvision
-    except RuntimeError as exc:
-        match = _MISSING_OP.search(str(exc))
-        if match is None:
-            raise
-        first_error = exc
-
-    # Retry, declaring each missing op the import complains about (at most once each).
-    for _ in range(len(_KNOWN_SCHEMAS) + 1):
-        _purge_partial_import()
-        if not _declare(match.group(1)):
-            raise ImportError(
-                f"torchvision import failed on op torchvision::{match.group(1)}, "
-                "which the shim cannot declare"
-            ) from first_error
+    first_error = None
+    for _ in range(len(_KNOWN_SCHEMAS) + 2):  # the plain import, then one retry per declarable op
         try:
             import torchvision
 
@@ -98,4 +82,9 @@ def import_torchvision() -> ModuleType:
             match = _MISSING_OP.search(str(exc))
             if match is None:
                 raise
+            first_error = first_error or exc
+        _purge_partial_import()
+        if not _declare(match.group(1)):
+            raise ImportError(f"torchvision import failed on op torchvision::{match.group(1)}, which the shim "
+                              "cannot declare") from first_error
     raise ImportError("torchvision shim did not converge") from first_error

@@ -275,6 +275,14 @@ def test_margin_below_one_is_refused(margin):
         lie_trace_dimension(arch.fields(), torch.ones(2), margin=margin)
 
 
+def test_chunks_no_larger_than_the_margin_are_refused():
+    # a chunk of n <= margin samples can never show that a level is exhausted (new <= n - margin): the
+    # engine looped for ever on a saturated level before this check
+    arch = catalog.attention(3, 2, 2)
+    with pytest.raises(ConslawError, match="max_chunk must be larger than margin"):
+        lie_trace_dimension(arch.fields(), arch.space.sample(generator=torch.Generator().manual_seed(0)), max_chunk=8)
+
+
 def test_margin_one_still_counts_right():
     arch = catalog.linear(2, 4, 3)
     theta = arch.space.sample(generator=torch.Generator().manual_seed(0))

@@ -146,6 +146,9 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
                  max_memory, seconds)
     if margin < 1:
         raise ConslawError(f"margin must be >= 1, got {margin}", "use the default margin=8")
+    if max_chunk <= margin:
+        raise ConslawError(f"max_chunk must be larger than margin, got max_chunk={max_chunk}, margin={margin}: "
+                           "a chunk that small cannot show that a level adds nothing", "raise max_chunk")
     D = source.space.D
     generator = torch.Generator().manual_seed(seed)
     basis = torch.zeros(0, D, dtype=theta.dtype)

@@ -173,7 +173,7 @@ def test_sparse_rank_sums_the_ranks_of_the_groups():
         row([2, 3, 4], [1.0, 0.0, 1.0]), row([3, 4], [1.0, 1.0]),  # independent: 2
         row([5], [0.0]),                                           # a zero gradient: 0
         row([6], [3.0]),                                           # alone: 1
-        row([7, 8], [1e6, 1e6]), row([7], [1e-6]),                 # independent, scales 1e12 apart: 2
+        row([7, 8], [1e6, 1e6]), row([7], [1e-10]),                # independent, scales 1e16 apart: 2
     ]
     assert sparse_rank(rows, 9) == 6
     assert sparse_rank([], 9) == 0

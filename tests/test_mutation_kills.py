@@ -126,6 +126,13 @@ def test_numerical_rank_of_one_by_one_and_empty():
     assert count(catalog.softmax(1, 1)).known_laws == 1
 
 
+def test_default_threshold_is_one_in_1e8():
+    # normalized rows (1, 0), (1, eps): second singular value ~ eps / sqrt 2 against a threshold of
+    # 1e-8 * sqrt 2: kept for eps = 3e-8, dropped for eps = 5e-9
+    assert numerical_rank(torch.tensor([[1.0, 0.0], [1.0, 3e-8]])).rank == 2
+    assert numerical_rank(torch.tensor([[1.0, 0.0], [1.0, 5e-9]])).rank == 1
+
+
 def test_numerical_rank_uses_the_given_threshold():
     rows = torch.tensor([[1.0, 0.0], [1.0, 1e-5]])  # second singular value ~ 7e-6 of the first
     assert numerical_rank(rows).rank == 2
@@ -166,7 +173,7 @@ def test_sparse_rank_sums_the_ranks_of_the_groups():
         row([2, 3, 4], [1.0, 0.0, 1.0]), row([3, 4], [1.0, 1.0]),  # independent: 2
         row([5], [0.0]),                                           # a zero gradient: 0
         row([6], [3.0]),                                           # alone: 1
-        row([7, 8], [1e6, 1e6]), row([7], [1e-6]),                 # independent, scales 1e12 apart: 2
+        row([7, 8], [1e6, 1e6]), row([7], [1e-10]),                # independent, scales 1e16 apart: 2
     ]
     assert sparse_rank(rows, 9) == 6
     assert sparse_rank([], 9) == 0
@@ -206,6 +213,9 @@ def test_engine_draws_d_minus_rank_plus_margin_brackets_per_level():
                                                                                 (3, 18, 0, 10)]
     assert res.saturated and res.num_laws == 10 and res.warnings == []
     assert res.smallest_kept > 1e-3 and res.largest_dropped < 1e-12
+    # model fields oversample by a quarter of the missing dimensions: + int(0.25 (D - rank))
+    model = lie_trace_dimension(arch.fields("model"), arch.space.sample(generator=torch.Generator().manual_seed(0)))
+    assert [(lv.samples, lv.added) for lv in model.levels] == [(28 + 5, 6), (22 + 3, 4), (18 + 2, 0)]
 
 
 def test_engine_count_does_not_depend_on_chunks_and_batches():
@@ -264,6 +274,9 @@ def test_small_spectral_gap_is_a_warning():
     assert res.dim == 2 and res.num_laws == 1 and res.saturated
     assert 10 < res.spectral_gap < 1e3
     assert any("small spectral gap" in w for w in res.warnings)
+    # v2 at 3e-8 instead: gap ~ 3.6e3, above GAP_WARNING = 1e3, no warning
+    above = lie_trace_dimension(ConstantFields([[1.0, 0.0, 0.0], [1.0, 3e-8, 0.0], [1.0, 0.0, 1e-10]]), torch.zeros(3))
+    assert above.dim == 2 and 1e3 < above.spectral_gap < 1e4 and above.warnings == []
     clear = lie_trace_dimension(ConstantFields([[1.0, 0.0, 0.0], [1.0, 1e-3, 0.0]]), torch.zeros(3))
     assert clear.dim == 2 and clear.warnings == []
 
@@ -423,6 +436,8 @@ def test_residual_against_a_single_field_and_of_a_unit_gradient():
     assert law_residual(pair, two, torch.zeros(3)) == pytest.approx(2 ** -0.5)
     conserved = QuadraticLaw.build("theta_3", "theta[2]", ("theta",), lin=[(2, 1.0)])
     assert law_residual(conserved, fields, torch.zeros(3)) == 0.0  # the field's share on theta_3 is floored
+    # a field whose share on the support is 1e-6 of it is measured against 1e-4 of its norm (the floor)
+    assert law_residual(conserved, torch.tensor([[1.0, 0.0, 1e-6]]), torch.zeros(3)) == pytest.approx(1e-2, rel=1e-6)
 
 
 def test_unit_slot_with_explicit_columns():
@@ -471,6 +486,7 @@ def float32_default():
     (lambda: catalog.linear(2, 4, 3), {"fields": "model"}, 10),             # the same with sampled inputs
     (lambda: catalog.relu(2, 3, 2, bias=True), {"fields": "model"}, 3),     # one per hidden neuron
     (lambda: catalog.resnet(3, 2, 3), {"block": ["V2", "U2"]}, 2),          # Thm 4.6: R
+    (lambda: catalog.softmax(3, 4), {}, 4),                                 # Prop 3.11: M
 ])
 def test_counts_run_in_float64_whatever_the_default_dtype(float32_default, make, options, laws):
     # DESIGN.md: all counting in float64. The library must not rely on the caller's default dtype
@@ -478,3 +494,25 @@ def test_counts_run_in_float64_whatever_the_default_dtype(float32_default, make,
     res = count(make(), **options)
     assert res.num_laws == res.known_laws == laws and res.lie.basis.dtype == torch.float64
     assert gaussian_inputs(2, (3,), torch.Generator().manual_seed(0)).dtype == torch.float64
+    law = QuadraticLaw.build("mixed", "theta[0] theta[1] + 2 theta[2]", ("theta",), quad=[(0, 1, 1.0)], lin=[(2, 2.0)])
+    assert law.grad(torch.ones(3, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_sparse_gradient_of_a_law_with_quadratic_and_linear_terms():
+    # h = theta_0 theta_1 + 2 theta_2 - theta_3^2: gradient (theta_1, theta_0, 2, -2 theta_3)
+    law = QuadraticLaw.build("mixed", "...", ("theta",), quad=[(0, 1, 1.0), (3, 3, -1.0)], lin=[(2, 2.0)])
+    theta = torch.tensor([3.0, 5.0, 7.0, 11.0, 13.0])
+    support, values = law.sparse_grad(theta)
+    assert support.tolist() == [0, 1, 2, 3] and values.tolist() == [5.0, 3.0, 2.0, -22.0]
+    assert law.grad(theta).tolist() == [5.0, 3.0, 2.0, -22.0, 0.0]
+
+
+def test_translation_laws_declare_their_structure():
+    laws = catalog.softmax(3, 4).law_set()
+    assert [(law.family, law.module, law.unit) for law in laws] == [("translation", "softmax", (j,)) for j in range(4)]
+
+
+def test_block_counts_are_reproducible_from_the_seed():
+    a = count(catalog.resnet(3, 2, 3), block=["V2", "U2"], seed=3)
+    b = count(catalog.resnet(3, 2, 3), block=["V2", "U2"], seed=3)
+    assert a.num_laws == b.num_laws == 2 and torch.equal(a.lie.basis, b.lie.basis)

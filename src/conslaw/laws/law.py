@@ -22,7 +22,7 @@ h(theta) = sum_t c_t theta_{i_t} theta_{j_t} + sum_s l_s theta_{k_s}.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch.func import grad
@@ -83,10 +83,6 @@ class Law:
         g = self.grad(theta)
         support = g.nonzero().flatten()
         return support, g[support]
-
-    def with_structure(self, **changes) -> Law:
-        """A copy with some declared fields changed (laws are immutable)."""
-        return replace(self, **changes)
 
     def as_dict(self) -> dict:
         """JSON-ready description: name, formula, latex, params and the declared structure."""
@@ -207,10 +203,6 @@ class QuadraticLaw(Law):
         g = torch.zeros(support.numel(), dtype=theta.dtype)
         g = g.index_add(0, ii, qc * theta[qj]).index_add(0, jj, qc * theta[qi]).index_add(0, kk, lc)
         return support, g
-
-    def support(self) -> torch.Tensor:
-        """The flat coordinates the law depends on."""
-        return self._local_indices()[0]
 
     def absolute(self, name: str) -> QuadraticLaw:
         """The same terms with |coefficients|: a sum of squares that is not conserved (a control)."""

@@ -51,8 +51,3 @@ def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: lis
     # a copy: a view would keep the whole index tensor alive
     return Slot(name, sel.reshape(-1).clone(), text, axis, units)
 
-
-def parameter_rows(space: ParamSpace, name: str, rows: bool = True) -> list[Slot]:
-    """Every unit of parameter ``name``: its rows (``rows=True``) or its columns, as slots."""
-    n = space.shapes[name][0 if rows else 1]
-    return [unit_slot(space, name, 0 if rows else 1, k) for k in range(n)]

@@ -175,10 +175,10 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     gen = torch.Generator().manual_seed(seed)
     points = [(t, fields.evaluate(t, fields.sample(batches, gen))) for t in (theta, perturbed(space, theta, gen))]
     checked = check_laws(findings.laws, points)
-    named = sparse_rank([c.law.sparse_grad(theta) for c in checked if c.status == "exact"], space.D)
+    at_theta = {id(c): c.law.sparse_grad(theta) for c in checked if c.status in ("exact", "approximate")}
+    named = sparse_rank([at_theta[id(c)] for c in checked if c.status == "exact"], space.D)
     try:
-        approximate = sparse_rank([c.law.sparse_grad(theta) for c in checked
-                                   if c.status in ("exact", "approximate")], space.D) - named
+        approximate = sparse_rank(list(at_theta.values()), space.D) - named
     except GroupTooLarge as exc:  # approximate laws can chain whole blocks together (BatchNorm ResNets)
         approximate = None
         findings.notes.append(f"approximate_laws not computed: {exc} (a dense block over 1 GiB)")

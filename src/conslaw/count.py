@@ -20,6 +20,7 @@ from .fields import RestrictedFields, restrict
 from .lie import LieResult, lie_trace_dimension
 from .rank import DEFAULT_RTOL, check_rtol
 from .resources import check_memory, count_estimate
+from .threads import engine_threads
 
 
 @dataclass
@@ -37,6 +38,7 @@ class CountResult:
     max_law_residual: float | None
     seconds: float
     derivative_check: DerivativeCheck | None = None
+    threads: int | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -77,6 +79,7 @@ class CountResult:
             "seed": self.lie.seed,
             "derivative_check": None if self.derivative_check is None else self.derivative_check.as_dict(),
             "seconds": self.seconds,
+            "threads": self.threads,
             "notes": self.arch.notes,
             "warnings": self.warnings + self.lie.warnings,
         }
@@ -100,7 +103,7 @@ def check_count_size(arch: Architecture, block: list[str] | None, max_memory: fl
 def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradient",
           init: str = "gaussian", seed: int = 0, theta: torch.Tensor | None = None,
           rtol: float = DEFAULT_RTOL, block: list[str] | None = None, progress: bool = False,
-          max_memory: float | None = None) -> CountResult:
+          max_memory: float | None = None, threads: int | None = None) -> CountResult:
     """Number of independent laws of ``arch`` at a random (or given) theta.
 
     With ``block`` (parameter names), counts the laws that depend on those
@@ -109,14 +112,28 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
     of the block's parameter space.
 
     Before any heavy work the memory the engine would need (a D x D float64
-    basis, chunks of up to 1024 x D brackets, the closed forms' Gram matrix)
+    basis, chunks of up to 256 x D brackets, the closed forms' Gram matrix)
     is estimated and the count refused with the estimate when it exceeds
     ``max_memory`` GB, or the memory available now when ``max_memory`` is None
     (:func:`conslaw.resources.check_memory`).
+
+    ``threads``: intra-op threads for the whole count (default: the policy of
+    :mod:`conslaw.threads`: 1 below D = 1024, else the free cores); the
+    caller's setting is restored.
     """
     start = time.perf_counter()
     rtol = check_rtol(rtol)
     check_count_size(arch, block, max_memory)
+    with engine_threads(arch.space.D, threads) as used:
+        result = _count(arch, fields, flow, init, seed, theta, rtol, block, progress, used)
+    result.threads = used
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _count(arch: Architecture, fields: str | None, flow: str, init: str, seed: int, theta: torch.Tensor | None,
+           rtol: float, block: list[str] | None, progress: bool, threads: int) -> CountResult:
+    start = time.perf_counter()
     source = restrict(arch.fields(fields, flow), block, init)
     laws = arch.law_set(flow)
     if isinstance(source, RestrictedFields) and laws is not None:
@@ -125,7 +142,7 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
     if theta is None:
         theta = space.sample(init, torch.Generator().manual_seed(seed))
     theta = space.check_theta(theta)
-    lie = lie_trace_dimension(source, theta, seed=seed, rtol=rtol, progress=progress)
+    lie = lie_trace_dimension(source, theta, seed=seed, rtol=rtol, progress=progress, threads=threads)
     known = known_gap = residual = None
     warnings: list[str] = []
     check = checked_derivatives(source, theta, lie, seed, warnings)

@@ -37,6 +37,7 @@ from .laws import Law, LawSet, QuadraticLaw, compact_formula, latex_formula
 from .lie import LieResult, lie_trace_dimension
 from .rank import DEFAULT_RTOL, check_rtol, numerical_rank, rank_from_singular_values
 from .resources import format_bytes
+from .threads import engine_threads
 
 #: refuse equation systems larger than this (bytes of the float64 matrix)
 MAX_SYSTEM_BYTES = 4 * 2**30
@@ -215,7 +216,7 @@ class Discovery:
 def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False, init: str = "gaussian",
              seed: int = 0, margin: int = 32, rtol: float = DEFAULT_RTOL, certify: bool = True,
              max_rounds: int = 8, certify_at: torch.Tensor | None = None,
-             block: list[str] | None = None) -> Discovery:
+             block: list[str] | None = None, threads: int | None = None) -> Discovery:
     """All polynomial laws of degree <= ``degree`` of the fields of ``source``.
 
     Every equation uses a fresh random theta and a fresh random field, so the
@@ -237,10 +238,20 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
         max_rounds: rounds of equations at most.
         certify_at: the theta of the certificate (a point of the block's space with ``block``).
         block: parameter names: the laws depending on these only (Prop 4.3).
+        threads: intra-op threads (default: :mod:`conslaw.threads`' policy on the number of monomials).
     """
-    start = time.perf_counter()
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
         raise ConslawError(f"degree must be an integer >= 1, got {degree!r}", "use --degree 2 for quadratic laws")
+    size = monomial_count(source.space.D, degree, homogeneous)
+    with engine_threads(size if size < 10**9 else 10**9, threads):
+        return _discover(source, degree, homogeneous, init, seed, margin, rtol, certify, max_rounds, certify_at,
+                         block)
+
+
+def _discover(source: FieldSource, degree: int, homogeneous: bool, init: str, seed: int, margin: int, rtol: float,
+              certify: bool, max_rounds: int, certify_at: torch.Tensor | None,
+              block: list[str] | None) -> Discovery:
+    start = time.perf_counter()
     rtol = check_rtol(rtol)
     source = restrict(source, block, init)
     space = source.space

@@ -38,6 +38,7 @@ from .errors import ConslawError
 from .fields import FieldSource
 from .rank import DEFAULT_RTOL, GAP_WARNING, check_rtol, rank_from_singular_values, spectral_gap
 from .resources import check_memory, count_estimate
+from .threads import engine_threads
 
 
 @dataclass
@@ -118,25 +119,83 @@ def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int
     return torch.cat(rows)
 
 
-def singular_directions(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Singular values of ``rows`` (k x D) and its right singular vectors, largest first.
+#: kept directions with a smaller singular value get a second Gram-Schmidt pass (see OrthonormalRows)
+REORTHOGONALIZE_BELOW = 1e-4
 
-    QR of rows^T, then the SVD of the small triangular factor: the same
-    values as a direct SVD, several times faster when D >> k.
+
+class OrthonormalRows:
+    """The kept basis: orthonormal rows in one preallocated float64 buffer, grown by doubling (capped at D).
+
+    ``project(rows)`` removes the span from new rows with one classical
+    Gram-Schmidt pass. A kept direction is a projected residual divided by
+    its singular value s, so that pass leaves it components of about
+    eps / s along the basis: harmless (< 1e-12) for s >= ``REORTHOGONALIZE_BELOW``,
+    but up to eps / rtol = 1e-8 for directions near the threshold, and a
+    basis that loses orthogonality reports spurious new directions (BERT had
+    gone past D). ``append(directions, reorthogonalize=True)`` therefore
+    projects such directions a second time ("twice is enough") and
+    re-orthonormalizes them by Cholesky QR; the n - new discarded rows of a
+    chunk are projected once. The basis stays orthonormal to round-off.
     """
-    q, t = torch.linalg.qr(rows.T)
-    u, sv, _ = torch.linalg.svd(t)
-    return sv, (q @ u).T
+
+    def __init__(self, D: int, dtype: torch.dtype, capacity: int = 0):
+        self.D = D
+        self.rank = 0
+        self._buffer = torch.empty(min(D, max(capacity, 0)), D, dtype=dtype)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The r x D orthonormal rows kept so far (a view of the buffer)."""
+        return self._buffer[:self.rank]
+
+    def project(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows minus their components along the kept span (one classical Gram-Schmidt pass)."""
+        if not self.rank:
+            return rows
+        basis = self.rows
+        return rows - (rows @ basis.T) @ basis
+
+    def append(self, directions: torch.Tensor, reorthogonalize: bool = True) -> None:
+        """Add orthonormal ``directions`` (k x D), projected once more against the kept rows if asked."""
+        k = directions.shape[0]
+        if not k:
+            return
+        if self.rank and reorthogonalize:
+            # second Gram-Schmidt pass, then Cholesky QR: the projected directions are orthonormal up to
+            # eps / rtol, so their Gram matrix is I + O(1e-8) and its Cholesky factor is perfectly stable
+            directions = self.project(directions)
+            chol = torch.linalg.cholesky(directions @ directions.T)
+            directions = torch.linalg.solve_triangular(chol, directions, upper=False)
+        need = self.rank + k
+        if need > self.D:
+            raise RuntimeError(f"internal error: the Lie engine found {need} directions in dimension D = {self.D}")
+        if need > self._buffer.shape[0]:
+            grown = torch.empty(min(self.D, max(need, 2 * self._buffer.shape[0])), self.D, dtype=self._buffer.dtype)
+            grown[:self.rank] = self.rows
+            self._buffer = grown
+        self._buffer[self.rank:need] = directions
+        self.rank = need
 
 
 def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int = 0,
                         max_level: int = 12, margin: int = 8, rtol: float = DEFAULT_RTOL,
-                        max_chunk: int = 1024, batch: int = 256,
-                        progress: bool = False, max_memory: float | None = None) -> LieResult:
+                        max_chunk: int = 256, batch: int = 256,
+                        progress: bool = False, max_memory: float | None = None,
+                        threads: int | None = None) -> LieResult:
     """dim Lie(W)(theta) for the fields of ``source`` (Thm 2.11), by randomized brackets.
 
     ``seed`` fixes every random draw; the same seed gives the same result.
+    ``threads`` sets the intra-op threads (default: the policy of
+    :mod:`conslaw.threads`, 1 below D = 1024); the caller's setting is restored.
     """
+    with engine_threads(source.space.D, threads):
+        return _lie_trace_dimension(source, theta, seed=seed, max_level=max_level, margin=margin, rtol=rtol,
+                                    max_chunk=max_chunk, batch=batch, progress=progress, max_memory=max_memory)
+
+
+def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int, max_level: int, margin: int,
+                         rtol: float, max_chunk: int, batch: int, progress: bool,
+                         max_memory: float | None) -> LieResult:
     start_time = time.perf_counter()
     theta = source.space.check_theta(theta)
     rtol = check_rtol(rtol)
@@ -149,9 +208,8 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
     if max_chunk <= margin:
         raise ConslawError(f"max_chunk must be larger than margin, got max_chunk={max_chunk}, margin={margin}: "
                            "a chunk that small cannot show that a level adds nothing", "raise max_chunk")
-    D = source.space.D
     generator = torch.Generator().manual_seed(seed)
-    basis = torch.zeros(0, D, dtype=theta.dtype)
+    basis = OrthonormalRows(D, theta.dtype, capacity=min(D, max_chunk))
     levels: list[LevelReport] = []
     kept_min: float | None = None
     dropped_max: float | None = None
@@ -160,42 +218,45 @@ def lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int =
     for level in range(1, max_level + 1):
         added = drawn = 0
         while True:
-            want = D - basis.shape[0] + margin
-            want += int(source.oversample * (D - basis.shape[0]))
+            want = D - basis.rank + margin
+            want += int(source.oversample * (D - basis.rank))
             n = min(max_chunk, want)
-            rows = sample_brackets(source, theta, level, n, generator, batch)
+            rows = basis.project(sample_brackets(source, theta, level, n, generator, batch))
             drawn += n
-            if basis.shape[0]:
-                # project out the span found so far, twice: one classical Gram-Schmidt pass leaves components
-                # of size eps * |rows| / rtol along the basis, which on large, badly scaled models (BERT) came
-                # back as spurious "new" directions and pushed the rank past D ("twice is enough")
-                rows = rows - (rows @ basis.T) @ basis
-                rows = rows - (rows @ basis.T) @ basis
-            sv, directions = singular_directions(rows)
+            # the chunk's singular values by a Householder QR of rows^T (Q is never formed) and the SVD of the
+            # small triangular factor: the same values as a direct SVD, several times faster when D >> n
+            reflectors, tau = torch.geqrf(rows.T)
+            del rows
+            k = min(D, n)
+            u, sv, _ = torch.linalg.svd(reflectors[:k].triu())
             # rows are on a common unit scale (each bracket divided by its terms' size): absolute threshold
             new = rank_from_singular_values(sv, rtol, reference=1.0).rank
             if new:
-                basis = torch.cat([basis, directions[:new]])
+                # the kept directions Q @ [u[:, :new]; 0], applied from the reflectors (ormqr)
+                padded = torch.zeros(D, new, dtype=u.dtype)
+                padded[:k] = u[:, :new]
+                basis.append(torch.ormqr(reflectors, tau, padded).T,
+                             reorthogonalize=bool(sv[new - 1] < REORTHOGONALIZE_BELOW))
                 kept_min = min(kept_min or float("inf"), float(sv[new - 1]))
             if new < sv.numel():
                 dropped_max = max(dropped_max or 0.0, float(sv[new]))
             added += new
             bar.update(new)
-            if basis.shape[0] >= D or new <= n - margin:
+            if basis.rank >= D or new <= n - margin:
                 break
-        levels.append(LevelReport(level, drawn, added, basis.shape[0]))
+        levels.append(LevelReport(level, drawn, added, basis.rank))
         bar.set_postfix(level=level)
-        if basis.shape[0] >= D:
+        if basis.rank >= D:
             break
         if added == 0:
             saturated = True
             break
     bar.close()
-    if not 0 <= basis.shape[0] <= D:
-        raise RuntimeError(f"internal error: the Lie engine found {basis.shape[0]} directions in dimension D = {D}")
-    result = LieResult(D=D, dim=basis.shape[0], levels=levels, saturated=saturated,
+    if not 0 <= basis.rank <= D:
+        raise RuntimeError(f"internal error: the Lie engine found {basis.rank} directions in dimension D = {D}")
+    result = LieResult(D=D, dim=basis.rank, levels=levels, saturated=saturated,
                        smallest_kept=kept_min, largest_dropped=dropped_max, seed=seed,
-                       seconds=time.perf_counter() - start_time, basis=basis)
+                       seconds=time.perf_counter() - start_time, basis=basis.rows)
     if not saturated and result.dim < D:
         result.warnings.append(f"stopped at max_level={max_level} while level {max_level} still "
                                "added directions: the count is an upper bound on the laws")

@@ -34,6 +34,8 @@ count_options = compose(
     click.option("--show-laws", is_flag=True, help="list the catalog's closed-form laws"),
     click.option("--max-memory", type=float, default=None, metavar="GB",
                  help="refuse counts estimated to need more memory than this (default: the memory available now)"),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="intra-op threads (default: 1 below D = 1024, else the cores not busy; env CONSLAW_THREADS)"),
     JSON_OPTION)
 
 
@@ -64,10 +66,11 @@ def format_count(result: CountResult, data: dict) -> str:
 
 
 def run_count(arch: Architecture, flow, fields, init, seed, theta_file, block, rtol, show_laws, max_memory,
-              as_json):
+              threads, as_json):
     """Count, then print the report or the JSON object."""
     result = count(arch, fields=fields, flow=flow, init=init, seed=seed, theta=load_theta(theta_file),
-                   rtol=rtol, block=parse_block(block), progress=progress_wanted(as_json), max_memory=max_memory)
+                   rtol=rtol, block=parse_block(block), progress=progress_wanted(as_json), max_memory=max_memory,
+                   threads=threads)
     data = result.as_dict()
     if show_laws:
         laws = arch.law_set(flow)

@@ -1,0 +1,110 @@
+"""The engine's linear algebra and thread policy (issue 13): one-pass projection with a selective second
+pass, and intra-op threads chosen from the op size and the machine's load, the caller's setting restored."""
+
+import pytest
+import torch
+
+import conslaw.lie as lie_module
+from conslaw import catalog
+from conslaw.errors import ConslawError
+from conslaw.lie import lie_trace_dimension
+from conslaw.threads import SMALL_D, engine_threads, free_cores, policy_threads
+from test_mutation_kills import ConstantFields
+
+
+def _nearly_dependent_fields() -> tuple[ConstantFields, int]:
+    # 60 vectors in R^200: random combinations of 5 directions plus independent parts 1e-5 their size,
+    # so most kept directions come from singular values ~1e-6 (residual / s carries eps / s along the basis)
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(5, 200, generator=g, dtype=torch.float64)
+    vectors = torch.randn(60, 5, generator=g, dtype=torch.float64) @ base
+    vectors = vectors + 1e-5 * torch.randn(60, 200, generator=g, dtype=torch.float64)
+    return ConstantFields(vectors), 200
+
+
+def test_basis_stays_orthonormal_and_rank_exact_with_near_threshold_directions():
+    fields, D = _nearly_dependent_fields()
+    res = lie_trace_dimension(fields, torch.zeros(D), max_chunk=20, batch=7)
+    gram = res.basis @ res.basis.T
+    assert res.dim == 60 and res.num_laws == 140
+    assert (gram - torch.eye(60, dtype=gram.dtype)).abs().max() < 1e-13
+    assert res.spectral_gap > 1e4
+
+
+def test_without_the_second_pass_the_basis_breaks(monkeypatch):
+    # the selective re-orthogonalization is what keeps the count right: switched off, spurious directions
+    # appear (62 > 60 on this case) and the basis is far from orthonormal
+    monkeypatch.setattr(lie_module, "REORTHOGONALIZE_BELOW", 0.0)
+    fields, D = _nearly_dependent_fields()
+    res = lie_trace_dimension(fields, torch.zeros(D), max_chunk=20, batch=7)
+    gram = res.basis @ res.basis.T
+    assert res.dim > 60 or (gram - torch.eye(res.dim, dtype=gram.dtype)).abs().max() > 1e-6
+
+
+def test_basis_buffer_growth_keeps_every_direction():
+    # D = 60, chunks of 9: the buffer starts at 9 rows and doubles; the basis is the span of the fields
+    g = torch.Generator().manual_seed(2)
+    vectors = torch.randn(45, 60, generator=g, dtype=torch.float64)
+    res = lie_trace_dimension(ConstantFields(vectors), torch.zeros(60), max_chunk=9, batch=4)
+    assert res.dim == 45 and res.basis.shape == (45, 60)
+    # every field vector lies in the span found: residual after projection at round-off
+    residual = vectors - (vectors @ res.basis.T) @ res.basis
+    assert residual.abs().max() < 1e-12 * vectors.abs().max()
+
+
+def test_policy_one_thread_for_small_ops(monkeypatch):
+    monkeypatch.delenv("CONSLAW_THREADS", raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert policy_threads(SMALL_D - 1) == 1
+    assert policy_threads(SMALL_D) == min(torch.get_num_threads(), free_cores())
+
+
+@pytest.mark.parametrize(("load", "cores", "free"), [(0.0, 8, 8), (1.0, 8, 8), (3.0, 8, 6), (9.0, 8, 1),
+                                                     (2.0, 2, 1), (1.2, 2, 2), (40.0, 2, 1)])
+def test_free_cores_discounts_other_processes(monkeypatch, load, cores, free):
+    # this process counts for one unit of load; at least one core is always granted
+    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    assert free_cores() == free
+
+
+def test_busy_machine_caps_large_ops_at_free_cores(monkeypatch):
+    monkeypatch.delenv("CONSLAW_THREADS", raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert policy_threads(10 * SMALL_D) == 1
+
+
+def test_override_by_argument_and_environment(monkeypatch):
+    monkeypatch.setenv("CONSLAW_THREADS", "3")
+    assert policy_threads(10) == 3 and policy_threads(10**6) == 3
+    assert policy_threads(10, threads=2) == 2  # the argument wins
+    monkeypatch.setenv("CONSLAW_THREADS", "many")
+    with pytest.raises(ConslawError, match="CONSLAW_THREADS must be a positive integer, got 'many'"):
+        policy_threads(10)
+    monkeypatch.delenv("CONSLAW_THREADS")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConslawError, match="threads must be a positive integer"):
+            policy_threads(10, threads=bad)
+
+
+def test_engine_threads_restores_the_callers_setting_even_on_error():
+    before = torch.get_num_threads()
+    target = 2 if before != 2 else 1
+    with engine_threads(10, threads=target) as used:
+        assert used == target and torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with pytest.raises(ZeroDivisionError), engine_threads(10, threads=target):
+        1 / 0  # noqa: B018
+    assert torch.get_num_threads() == before
+
+
+def test_counts_do_not_depend_on_threads():
+    # linear [4, 5, 3]: r (r + 1) / 2 = 15 laws with any thread count; the caller's setting is untouched
+    arch = catalog.linear(4, 5, 3)
+    theta = arch.space.sample(generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    one = lie_trace_dimension(arch.fields(), theta, threads=1)
+    two = lie_trace_dimension(arch.fields(), theta, threads=2)
+    assert one.num_laws == two.num_laws == 15 and torch.get_num_threads() == before
+    assert torch.allclose(one.basis.T @ one.basis, two.basis.T @ two.basis, atol=1e-12)  # same span

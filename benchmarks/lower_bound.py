@@ -9,7 +9,7 @@ For each rung (a linear or ReLU block of D parameters) in its own process:
   least linear algebra that certifies a rank-r span;
 - ``bound`` = brackets + qr, and ``ratio`` = engine / bound.
 
-Usage: python benchmarks/lower_bound.py [--max-d N] [--json OUT] [--threads N]
+Usage: python benchmarks/lower_bound.py [--min-d N] [--max-d N] [--json OUT] [--threads N]
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def one_rung(arch: str, widths: list[int], bias: bool, threads: int | None) -> d
 def main() -> None:
     """Run every rung up to --max-d in its own process; print a table, optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min-d", type=int, default=0)
     parser.add_argument("--max-d", type=int, default=12000)
     parser.add_argument("--json", default=None)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's policy)")
@@ -87,7 +88,7 @@ def main() -> None:
     rows = []
     for arch, widths, bias in RUNGS:
         d = sum(a * b for a, b in itertools.pairwise(widths)) + (sum(widths[1:-1]) if bias else 0)
-        if d > args.max_d:
+        if not args.min_d <= d <= args.max_d:
             continue
         command = [sys.executable, __file__, "--rung", json.dumps([arch, widths, bias])]
         if args.threads:

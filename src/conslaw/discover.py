@@ -268,10 +268,12 @@ def _discover(source: FieldSource, degree: int, homogeneous: bool, init: str, se
     rows = torch.zeros(0, unknowns, dtype=torch.float64)
     for _ in range(max_rounds):
         rows = torch.cat([rows, sample_equations(source, mono, unknowns + margin, init, gen)])
-        rank = rank_from_singular_values(torch.linalg.svdvals(rows) if rows.shape[0] else torch.zeros(0), rtol).rank
+        # one SVD per round gives the rank and, in the last round, the null space: vh is unknowns x unknowns
+        # (U is never formed beyond min(m, unknowns) columns: full_matrices only when rows are fewer)
+        _, sv, vh = torch.linalg.svd(rows, full_matrices=rows.shape[0] < unknowns)
+        rank = rank_from_singular_values(sv, rtol).rank
         if rows.shape[0] - rank >= margin or rank == unknowns:
             break
-    _, sv, vh = torch.linalg.svd(rows, full_matrices=True)
     null = vh[rank:].numpy()
     gap = float(sv[rank - 1] / sv[rank]) if 0 < rank < sv.numel() else None
     echelon = sparsify(reduced_row_echelon(null)) if null.shape[0] else np.zeros((0, unknowns))

@@ -93,7 +93,11 @@ def main() -> None:
         command = [sys.executable, __file__, "--rung", json.dumps([arch, widths, bias])]
         if args.threads:
             command += ["--threads", str(args.threads)]
-        row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{arch} {widths}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        row = json.loads(proc.stdout)
         rows.append(row)
         print(f"{arch:6s} {widths!s:16s} D={row['D']:6d} laws={row['num_laws']:5d} engine {row['engine_s']:7.2f} s"
               f"  brackets {row['brackets_s']:6.2f} s  qr {row['qr_s']:6.2f} s  ratio {row['ratio']:4.2f}"

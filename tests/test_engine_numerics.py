@@ -6,7 +6,10 @@ import torch
 
 import conslaw.lie as lie_module
 from conslaw import catalog
+from conslaw.count import count
 from conslaw.errors import ConslawError
+from conslaw.laws.builders import balance_law
+from conslaw.laws.slots import Slot
 from conslaw.lie import lie_trace_dimension
 from conslaw.threads import SMALL_D, engine_threads, free_cores, policy_threads
 from test_mutation_kills import ConstantFields
@@ -108,3 +111,17 @@ def test_counts_do_not_depend_on_threads():
     two = lie_trace_dimension(arch.fields(), theta, threads=2)
     assert one.num_laws == two.num_laws == 15 and torch.get_num_threads() == before
     assert torch.allclose(one.basis.T @ one.basis, two.basis.T @ two.basis, atol=1e-12)  # same span
+
+
+def test_count_warns_when_a_catalog_law_is_not_orthogonal_to_the_fields():
+    # linear [2, 3, 2]: add |W1|^2 (not conserved: gradient flow changes it) to the closed forms; the count
+    # must still be the engine's r (r + 1) / 2 = 6 and say that a catalog law breaks
+    arch = catalog.linear(2, 3, 2)
+    good = count(arch)
+    assert good.num_laws == good.known_laws == 6 and not any("not orthogonal" in w for w in good.warnings)
+    name = arch.space.names[0]
+    bogus = balance_law("|W1|^2", [Slot(name, arch.space.indices(name).reshape(-1), name)], [])
+    arch.laws = arch.closed_forms() + [bogus]
+    bad = count(arch)
+    assert bad.num_laws == 6 and bad.max_law_residual > 1e-3
+    assert any("a catalog law is not orthogonal to the fields" in w for w in bad.warnings)

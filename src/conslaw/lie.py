@@ -200,7 +200,7 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
     theta = source.space.check_theta(theta)
     rtol = check_rtol(rtol)
     D = source.space.D
-    need, seconds = count_estimate(D, margin=margin, max_chunk=max_chunk, batch=batch)
+    need, seconds = count_estimate(D, margin=margin, max_chunk=max_chunk, batch=batch, closed_forms=False)
     check_memory(need, f"the Lie engine on D = {D:,} parameters", "count a block (--block) or a smaller model",
                  max_memory, seconds)
     if margin < 1:

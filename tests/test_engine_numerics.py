@@ -121,7 +121,7 @@ def test_count_warns_when_a_catalog_law_is_not_orthogonal_to_the_fields():
     assert good.num_laws == good.known_laws == 6 and not any("not orthogonal" in w for w in good.warnings)
     name = arch.space.names[0]
     bogus = balance_law("|W1|^2", [Slot(name, arch.space.indices(name).reshape(-1), name)], [])
-    arch.laws = arch.closed_forms() + [bogus]
+    arch.laws = [*arch.closed_forms(), bogus]
     bad = count(arch)
     assert bad.num_laws == 6 and bad.max_law_residual > 1e-3
     assert any("a catalog law is not orthogonal to the fields" in w for w in bad.warnings)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.fx as fx
+import torch
 from torch import nn
 
 from ..laws import Slot, coordinate_law, gram_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
-from .ops import is_matmul, is_softmax, is_transparent
+from .projections import Projection, projection
+from .sites import Instance, Site, attention_sites
+from .tags import NotStatic, data_args, evaluate, is_identity, is_movement
 from .trace import Graph
 
 QK = "Q Q^T - K K^T"
@@ -124,94 +126,196 @@ def incoming_rows(space: ParamSpace, module: str, k: int) -> list[Slot]:
             if f"{module}.{suffix}" in space.shapes]
 
 
-def source_linear(graph: Graph, node) -> fx.Node | None:
-    """The Linear module a tensor comes from, through reshapes, transposes and scalings.
+def _forward_to_consumers(graph: Graph, space: ParamSpace, seeds: dict) -> dict[int, tuple[Projection, int]]:
+    """Run the movement ops after the attention outputs on their id tags, up to the projections that read them.
 
-    Shape arguments computed from the input (``x.view(B, T, H, dh)`` with ``B, T = x.shape[:2]``)
-    are fine: only a second *tensor* argument stops the walk.
+    Returns id -> (consumer projection, input column) for every id that reaches one column alone.
     """
-    while isinstance(node, fx.Node):
-        if node.op == "call_module" and isinstance(graph.module_of(node), nn.Linear):
-            return node
-        if not is_transparent(node) or any(_is_tensor(graph, a) for a in node.args[1:]):
-            return None
-        node = node.args[0]
-    return None
+    env = dict(seeds)
+    found: dict[int, tuple[Projection, int]] = {}
+    started = False
+    for node in graph.nodes:
+        started = started or node in env
+        if not started or node in env:
+            continue
+        ins = data_args(node)
+        if not ins or not all(i in env for i in ins):
+            continue
+        proj = projection(graph, space, node)
+        if proj is not None and len(ins) == 1:
+            x = env[ins[0]]
+            cols = x.reshape(-1, x.shape[-1])
+            for c in range(cols.shape[1]):
+                ids = torch.unique(cols[:, c])
+                if ids.numel() == 1:
+                    found[int(ids[0])] = (proj, c)
+            continue
+        if is_movement(node) or is_identity(graph, node):
+            try:
+                env[node] = evaluate(graph, node, env)
+            except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
+                continue
+    return found
 
 
-def _is_tensor(graph: Graph, arg) -> bool:
-    """An fx node producing a tensor (shape propagation recorded one), not an int or a size."""
-    return isinstance(arg, fx.Node) and graph.shape(arg) is not None
+def _instances(sites: list[Site]) -> tuple[list[Instance], dict]:
+    """The distinct head instances of all sites, and their output id seeds (id = base + position + 1)."""
+    instances: list[Instance] = []
+    index: dict = {}
+    seeds: dict = {}
+    for s, site in enumerate(sites):
+        cv = site.vvecs.shape[1]
+        ids = torch.zeros(site.vvecs.shape, dtype=torch.long)
+        for n in range(site.qvecs.shape[0]):
+            key = (s, tuple(site.qvecs[n].tolist()), tuple(site.kvecs[n].tolist()), tuple(site.vvecs[n].tolist()))
+            if key not in index:
+                index[key] = len(instances)
+                instances.append(Instance(s, site.q, site.k, site.v, *key[1:]))
+            ids[n] = _ids(index[key], cv)
+        seeds[site.out] = site.output(ids)
+    return instances, seeds
 
 
-def split_heads(graph: Graph, query: fx.Node, linear: fx.Node) -> int | None:
-    """Heads from the shapes: the query reaches the matmul as (..., H, T, dh) from a Linear of E = H dh outputs.
-
-    None when the shapes are unknown; 1 when the query keeps the Linear's rank (no split).
-    """
-    q_shape, l_shape = graph.shape(query), graph.shape(linear)
-    if q_shape is None or l_shape is None:
-        return None
-    if len(q_shape) == len(l_shape):
-        return 1
-    e, dh = l_shape[-1], q_shape[-1]
-    return e // dh if len(q_shape) == len(l_shape) + 1 and dh and e % dh == 0 else None
-
-
-def _single_user_chain(node: fx.Node, stop, max_steps: int = 6) -> fx.Node | None:
-    """Follow single users through transparent ops until ``stop(node)``; None when the chain branches."""
-    for _ in range(max_steps):
-        users = list(node.users)
-        if len(users) != 1:
-            return None
-        node = users[0]
-        if stop(node):
-            return node
-    return None
-
-
-def owner_heads(graph: Graph, qualname: str) -> int:
-    """The number of heads declared by the module owning ``qualname`` (1 when none says)."""
-    parts = qualname.split(".")
-    for cut in range(len(parts) - 1, -1, -1):
-        owner = graph.module.get_submodule(".".join(parts[:cut])) if cut else graph.module
-        for attr in ("num_heads", "n_heads", "heads", "n_head", "nhead"):
-            value = getattr(owner, attr, None)
-            if isinstance(value, int) and value > 0:
-                return value
-    return 1
+def _ids(u: int, cv: int, stride: int = 1 << 20) -> torch.Tensor:
+    """Output ids of instance u: u * stride + position + 1."""
+    return u * stride + torch.arange(cv) + 1
 
 
 def handwritten_attention_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
-    """Family ``attention`` for attention written with Linear modules q, k, v, o (eq. 18 with biases)."""
-    for node in graph.nodes:
-        if not is_matmul(node):
+    """Family ``attention`` for attention read from the graph (:mod:`conslaw.nn.sites`), eq. 18/19 with biases.
+
+    Per key head (a group of query heads sharing it: grouped-query attention), with the query
+    heads h of the group and key features b_i: sum_h Q_h Q_h^T - K K^T (Cor 3.9, 3.10; the
+    shared-key symmetry Q_h -> A Q_h for every h, K -> A^{-T} K). Under rotary embeddings only
+    the A commuting with every rotation survive (2 x 2 blocks a I + b J per rotary pair); the
+    symmetric ones, A = identity on one pair, give one law per pair: the pair's trace
+    |q_i|^2 + |q_i'|^2 - |k_i|^2 - |k_i'|^2 summed over the group.
+    Per value head (shared or not), with the output-projection columns c_{h,i} that read its
+    feature i through query head h: V V^T - sum_h O_h^T O_h. Key biases (without rotary
+    embeddings) have zero gradient.
+    """
+    sites, notes = attention_sites(graph, space)
+    findings.notes += notes
+    if not sites:
+        return
+    instances, seeds = _instances(sites)
+    columns = _forward_to_consumers(graph, space, seeds)
+    _qk_laws(space, instances, findings)
+    _vo_laws(space, instances, columns, findings)
+    seen: set = set()
+    for inst in instances:
+        k = inst.k.proj
+        if k.bias is None or inst.k.rope is not None or inst.q.rope is not None:
             continue
-        lq, lk = source_linear(graph, node.args[0]), source_linear(graph, node.args[1])
-        if lq is None or lk is None or lq is lk:
+        for f in inst.kvec:
+            if (k.bias, f) not in seen:
+                seen.add((k.bias, f))
+                findings.laws.append(coordinate_law(space, k.bias, f, KEY_BIAS, family="zero-gradient",
+                                                    module=k.module))
+
+
+def _tag(*projs: Projection) -> str:
+    return "/".join(dict.fromkeys(p.module for p in projs))
+
+
+def _qk_laws(space: ParamSpace, instances: list[Instance], findings: Findings) -> None:
+    groups: dict = {}
+    for inst in instances:
+        group = groups.setdefault((inst.k.proj.module, inst.kvec), {})
+        group.setdefault((inst.q.proj.module, inst.qvec), inst)
+    owner: dict = {}
+    for key, group in groups.items():
+        for q_module, qvec in group:
+            for f in qvec:
+                owner.setdefault((q_module, f), set()).add(key)
+    for h, group in enumerate(groups.values()):
+        heads = list(group.values())
+        first = heads[0]
+        if any(len(owner[(i.q.proj.module, f)]) > 1 for i in heads for f in i.qvec):
+            findings.notes.append(f"attention {_tag(first.q.proj, first.k.proj)}: a query feature meets two key "
+                                  "heads; no Q Q^T - K K^T law named there")
             continue
-        soft = _single_user_chain(node, is_softmax)
-        if soft is None:
+        _group_qk_laws(space, h, heads, findings)
+
+
+def _group_qk_laws(space: ParamSpace, h: int, heads: list[Instance], findings: Findings) -> None:
+    """The Q Q^T - K K^T laws of one key head and the query heads that share it (rotary: pair traces)."""
+    first = heads[0]
+    tag = _tag(first.q.proj, first.k.proj, first.v.proj)
+    shared = f" (shared by {len(heads)} query heads)" if len(heads) > 1 else ""
+    matrix = QK if len(heads) == 1 else "sum_h Q_h Q_h^T - K K^T"
+    c = len(first.kvec)
+
+    def q_rows(i: int) -> list[Slot]:
+        return [s for inst in heads for s in inst.q.proj.rows(space, inst.qvec[i])]
+
+    def k_rows(i: int) -> list[Slot]:
+        return first.k.proj.rows(space, first.kvec[i])
+
+    ropes = {inst.q.rope is None for inst in heads} | {first.k.rope is None}
+    if ropes == {True}:
+        for i in range(c):
+            for j in range(i, c):
+                a, b = first.qvec[i], first.qvec[j]
+                findings.laws.append(gram_law(f"{tag} head {h}{shared}: ({matrix})[{a},{b}]", q_rows(i), q_rows(j),
+                                              k_rows(i), k_rows(j), family="attention", module=first.q.proj.module,
+                                              head=h, matrix=matrix, unit=(a, b)))
+        return
+    pairs = _rotary_positions(heads, first)
+    if pairs is None:
+        findings.notes.append(f"attention {tag} head {h}: rotary embedding on only one side or with pairs that "
+                              "differ between query and key; no Q Q^T - K K^T law named there")
+        return
+    for i, j in pairs:
+        a, b = first.qvec[i], first.qvec[j]
+        rows_q, rows_k = q_rows(i) + q_rows(j), k_rows(i) + k_rows(j)
+        findings.laws.append(gram_law(f"{tag} head {h}{shared}: rotary pair ({a},{b}) trace of ({matrix})",
+                                      rows_q, rows_q, rows_k, rows_k, family="attention (rotary)",
+                                      module=first.q.proj.module, head=h, matrix=f"{matrix} (rotary pair trace)",
+                                      unit=(a, b)))
+
+
+def _rotary_positions(heads: list[Instance], first: Instance) -> list[tuple[int, int]] | None:
+    """Contraction positions (i, i') rotated together, the same for every query head and the key; else None."""
+    kpos = {f: i for i, f in enumerate(first.kvec)}
+    if first.k.rope is None:
+        return None
+    pairs = {tuple(sorted((i, kpos[first.k.rope[f]]))) for i, f in enumerate(first.kvec) if first.k.rope.get(f) in kpos}
+    if len(pairs) * 2 != len(first.kvec):
+        return None
+    for inst in heads:
+        if inst.q.rope is None:
+            return None
+        qpos = {f: i for i, f in enumerate(inst.qvec)}
+        got = {tuple(sorted((i, qpos.get(inst.q.rope.get(f), -1)))) for i, f in enumerate(inst.qvec)}
+        if got != pairs:
+            return None
+    return sorted(pairs)
+
+
+def _vo_laws(space: ParamSpace, instances: list[Instance], columns: dict, findings: Findings) -> None:
+    groups: dict = {}
+    for u, inst in enumerate(instances):
+        groups.setdefault((inst.v.proj.module, inst.vvec), []).append(u)
+    for h, (_key, members) in enumerate(groups.items()):
+        first = instances[members[0]]
+        cv = len(first.vvec)
+        cols = [[columns.get(int(_ids(u, cv)[i])) for i in range(cv)] for u in members]
+        consumers = {c[0].module for row in cols for c in row if c is not None}
+        tag = _tag(first.q.proj, first.k.proj, first.v.proj)
+        if any(c is None for row in cols for c in row) or len(consumers) != 1:
+            findings.notes.append(f"attention {tag} value head {h}: its output does not reach one projection "
+                                  "through reshapes alone; no V V^T - O^T O law named there")
             continue
-        values = [u for u in soft.users if is_matmul(u) and u.args[0] is soft]
-        if len(values) != 1:
-            continue
-        lv = source_linear(graph, values[0].args[1])
-        lo = _single_user_chain(values[0], lambda n: n.op == "call_module" and isinstance(graph.module_of(n),
-                                                                                           nn.Linear))
-        if lv is None or lo is None:
-            continue
-        q, k, v, o = (n.target for n in (lq, lk, lv, lo))
-        d1 = graph.module_of(lq).out_features
-        heads = split_heads(graph, node.args[0], lq) or owner_heads(graph, q)
-        if d1 % heads or graph.module_of(lk).out_features != d1 or graph.module_of(lv).out_features != d1:
-            findings.notes.append(f"attention {q}, {k}, {v}, {o}: shapes do not split into {heads} heads; skipped")
-            continue
-        names = {"q": q, "k": k, "v": v}
-        head_laws(q, lambda w, i, names=names: incoming_rows(space, names[w], i),
-                  lambda i, o=o: unit_slot(space, f"{o}.weight", 1, i),
-                  heads, d1 // heads, q, v, findings, f"{q}/{k}/{v}/{o}")
-        if f"{k}.bias" in space.shapes:
-            for i in range(d1):
-                findings.laws.append(coordinate_law(space, f"{k}.bias", i, KEY_BIAS, family="zero-gradient",
-                                                    module=k))
+        out = cols[0][0][0]
+        tag = f"{tag}/{out.module}" if out.module not in tag.split("/") else tag
+        shared = f" (shared by {len(members)} query heads)" if len(members) > 1 else ""
+        matrix = VO if len(members) == 1 else "V V^T - sum_h O_h^T O_h"
+        for i in range(cv):
+            for j in range(i, cv):
+                a, b = first.vvec[i], first.vvec[j]
+                findings.laws.append(gram_law(
+                    f"{tag} head {h}{shared}: ({matrix})[{a},{b}]", first.v.proj.rows(space, a),
+                    first.v.proj.rows(space, b), [out.column(space, row[i][1]) for row in cols],
+                    [out.column(space, row[j][1]) for row in cols], family="attention", module=first.v.proj.module,
+                    head=h, matrix=matrix, unit=(a, b)))

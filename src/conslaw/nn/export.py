@@ -51,13 +51,10 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import ConslawError
 from ..fields.model_io import keep_float64, model_output
+from .ops import aten_softmax as _softmax
 from .trace import Graph, parameter_aliases
 
 aten = torch.ops.aten
-
-
-def _softmax(x, dim, half_to_float=False):
-    return torch.softmax(x, dim)
 
 
 def _embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):

@@ -38,7 +38,14 @@ HOMOGENEOUS_METHODS = LINEAR_METHODS | {"relu"}
 MATMULS = {operator.matmul, torch.matmul, torch.bmm}
 TRANSPARENT_METHODS = {"transpose", "permute", "view", "reshape", "contiguous", "mul", "div", "unflatten"}
 TRANSPARENT_FUNCTIONS = {torch.transpose, operator.mul, operator.truediv, torch.mul, torch.div, torch.reshape}
-SOFTMAX_FUNCTIONS = {torch.softmax, F.softmax}
+
+
+def aten_softmax(x, dim, half_to_float=False):
+    """``aten._softmax`` with the signature of the aten op (the torch.export front end writes it)."""
+    return torch.softmax(x, dim)
+
+
+SOFTMAX_FUNCTIONS = {torch.softmax, F.softmax, aten_softmax}
 
 
 def _is_empty_sequential(m: nn.Module | None) -> bool:

@@ -45,7 +45,9 @@ MOVEMENT_FUNCTIONS = {torch.reshape, torch.transpose, torch.permute, torch.flatt
                       aten.squeeze.dims, aten.squeeze.dim, aten.unsqueeze.default, aten.permute.default,
                       aten.transpose.int, aten.view.default, aten.reshape.default, aten._unsafe_view.default,
                       aten.expand.default, aten.clone.default, aten.repeat_interleave.self_int,
-                      aten.repeat.default, aten.t.default, aten.narrow.default}
+                      aten.repeat.default, aten.t.default, aten.narrow.default, aten.unflatten.int,
+                      aten.flatten.using_ints, aten.movedim.int, aten.swapaxes.default, aten.unsqueeze_copy.default,
+                      aten.contiguous.default}
 #: multiplications and divisions (by a number, see :func:`is_scaling`) and negation
 SCALING_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div, operator.neg, torch.neg,
                      aten.neg.default, aten.mul.Scalar, aten.div.Scalar}

@@ -1,4 +1,4 @@
-"""Family ``attention``: per head, Q_h Q_h^T - K_h K_h^T and V_h V_h^T - O_h^T O_h (Cor 3.9, 3.10).
+"""Family ``attention``: per head, Q_h Q_h^T - K_h K_h^T and V_h V_h^T - O_h^T O_h (eq. 18/19, Cor 3.9, 3.10).
 
 Biases are appended as an extra column of Q, K, V (eq. 18 with biases); the key
 bias has zero gradient (softmax ignores a shift shared by all keys). Two forms
@@ -6,9 +6,26 @@ are recognized:
 
 - ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or separate q/k/v
   weights): :class:`MHALayout` is the one place that layout is decoded;
-- attention written with four Linear modules q, k, v, o: scores = q(x) @ k(x)^T
-  (reshapes, transposes, scalings and masks allowed), softmax, softmax @ v(x),
-  read by o; heads from the ``num_heads`` (``n_heads``, ``heads``, ...) attribute of the owner.
+- attention read from the graph (:func:`handwritten_attention_laws`): every site
+  softmax(q k^T) v of :mod:`conslaw.nn.sites`, whatever splits the heads (``view``,
+  ``reshape``, ``unflatten``, ``split``, ``chunk``, ``unbind``, ``einsum``,
+  ``scaled_dot_product_attention``), with q, k, v from separate or fused projections
+  (``nn.Linear`` or GPT-2's ``Conv1D``). The heads are the feature groups that meet in
+  the scores (no ``num_heads`` attribute is read); the output projection's columns of each
+  head are found by running the reshapes after the attention on id tags.
+
+Shared keys (grouped-query / multi-query attention, each key/value head read by G query
+heads): the symmetry is Q_h -> A Q_h for every h of the group and K -> A^{-T} K, so the
+laws are the entries of sum_h Q_h Q_h^T - K K^T, dh(dh+1)/2 per key head (not per query
+head); likewise V V^T - sum_h O_h^T O_h per value head.
+
+Rotary position embeddings (RoPE): the score is q_t^T R_{s-t} k_s with R a block-diagonal
+of 2 x 2 rotations (feature i with i + dh/2) at distinct frequencies. Only A commuting
+with every R_phi survive: per pair a I + b J. The law of a generator M is
+<M, Q Q^T - K K^T>, zero for the antisymmetric J, so one law per rotary pair remains:
+|q_i|^2 + |q_i'|^2 - |k_i|^2 - |k_i'|^2 (summed over the query heads of a shared key),
+dh/2 per key head. V V^T - O^T O is untouched by RoPE; the key bias law is gone (the
+rotation makes the shift depend on the key's position).
 """
 
 from __future__ import annotations

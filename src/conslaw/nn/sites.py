@@ -342,6 +342,18 @@ def _matmul_site(graph: Graph, space: ParamSpace, node: fx.Node) -> Site | None:
                 vvecs, lambda ids: values.from_out(ids[:, None, :].expand(m, T2, cv)))
 
 
+def _reaches_softmax(node: fx.Node, steps: int = 6) -> bool:
+    """A softmax among the next single users of ``node`` (scores that were not read as a site)."""
+    for _ in range(steps):
+        users = list(node.users)
+        if len(users) != 1:
+            return False
+        node = users[0]
+        if is_softmax(node):
+            return True
+    return False
+
+
 def attention_sites(graph: Graph, space: ParamSpace) -> tuple[list[Site], list[str]]:
     """Every attention site of the graph, and notes on softmaxes that look like attention but were not read."""
     sites: list[Site] = []
@@ -355,6 +367,9 @@ def attention_sites(graph: Graph, space: ParamSpace) -> tuple[list[Site], list[s
                              "reshapes; no attention law named there")
         elif bilinear(graph, node) is not None:
             site = _matmul_site(graph, space, node)
+            if site is None and _reaches_softmax(node):
+                notes.append(f"attention scores {node.name}: query, key or value not traced to a projection through "
+                             "reshapes (or an unknown op between); no attention law named there")
         if site is not None:
             sites.append(site)
     return sites, notes

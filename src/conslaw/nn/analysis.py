@@ -163,9 +163,11 @@ def build_graph(work: nn.Module, example, leaf_types: tuple[type, ...],
         graph = export_graph(work, args, kwargs, leaf_types)
         return graph, ["graph: torch.export front end (asked for)", *graph.notes]
     if front_end == "fx":
-        return trace(work, example, leaf_types), []
+        graph = trace(work, example, leaf_types)
+        return graph, list(graph.notes)
     try:
-        return trace(work, example, leaf_types), []
+        graph = trace(work, example, leaf_types)
+        return graph, list(graph.notes)
     except ConslawError as fx_error:
         args, kwargs = call_args(example)
         try:

@@ -187,3 +187,18 @@ def test_llama_rotary_and_grouped_query_laws_equal_the_engine_on_the_attention_b
     named, numeric, _ = block_counts(model, tokens(), block)
     expected = kv_heads * (dh // 2 + dh * (dh + 1) // 2)
     assert (named, numeric) == (expected, expected)
+
+
+def test_gpt2_attention_block_named_equals_the_engine():
+    """c_attn, c_proj: 2 heads x (10 + 10) + 8 key-bias zero gradients + 9 c_proj translations (LayerNorm readers)."""
+    block = [f"transformer.h.0.attn.{p}" for p in ("c_attn.weight", "c_attn.bias", "c_proj.weight", "c_proj.bias")]
+    named, numeric, _ = block_counts(gpt2(), tokens(), block)
+    assert (named, numeric) == (40 + 8 + 9, 57)
+
+
+@pytest.mark.slow  # ~10 s
+def test_timm_vit_attention_block_named_equals_the_engine():
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    block = [f"blocks.0.attn.{p}" for p in ("qkv.weight", "qkv.bias", "proj.weight", "proj.bias")]
+    named, numeric, _ = block_counts(vit(), x, block)
+    assert (named, numeric) == (40 + 8 + 9, 57)

@@ -52,6 +52,8 @@ MOVEMENT_FUNCTIONS = {torch.reshape, torch.transpose, torch.permute, torch.flatt
 SCALING_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div, operator.neg, torch.neg,
                      aten.neg.default, aten.mul.Scalar, aten.div.Scalar}
 SCALING_METHODS = {"mul", "div", "neg", "__mul__", "__truediv__"}
+#: casts: the analysis runs in float64, so they change no value (tags stay integers)
+CAST_METHODS = {"to", "float", "double", "contiguous"}
 IDENTITY_MODULES = (nn.Identity, nn.Dropout)
 
 
@@ -120,13 +122,15 @@ def static(graph: Graph, arg):
 
 
 def is_identity(graph: Graph, node: fx.Node) -> bool:
-    """An op that leaves tags unchanged: scaling by a number, negation, identity modules, dropout with p = 0."""
+    """An op that leaves tags unchanged: scaling by a number, negation, casts, identity modules, dropout at p = 0."""
     if node.op == "call_module":
         m = graph.module_of(node)
         return isinstance(m, nn.Identity) or (isinstance(m, nn.Dropout) and m.p == 0)
     if node.op == "call_function" and node.target in (F.dropout, aten.dropout.default):
         p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
         return p == 0
+    if node.op == "call_method" and node.target in CAST_METHODS:
+        return len(data_args(node)) == 1 and is_data(node.args[0])
     is_scale = (node.op == "call_function" and node.target in SCALING_FUNCTIONS) or \
         (node.op == "call_method" and node.target in SCALING_METHODS)
     if not is_scale:

@@ -121,6 +121,7 @@ def test_gpt2_conv1d_fused_c_attn_laws_in_its_own_names():
                                                        "transformer.h.0.attn.c_proj.weight"} <= names
     assert len(result.select(family="zero-gradient", module="transformer.h.0.attn.c_attn")) == 8  # key bias
     assert {c.law.head for c in attn} == {0, 1}  # heads read from the split shapes: config n_head = 2
+    assert not result.warnings  # among them: a head count that differs from config.num_attention_heads
     # the named laws are the per-head matrices computed here from the weights (Conv1D weight is (in, out))
     analysis = analyse(model, tokens(), "cross_entropy", traced=False)
     with torch.no_grad():

@@ -216,6 +216,7 @@ def handwritten_attention_laws(graph: Graph, space: ParamSpace, findings: Findin
     if not sites:
         return
     instances, seeds = _instances(sites)
+    _check_config_heads(graph, instances, findings)
     columns = _forward_to_consumers(graph, space, seeds)
     _qk_laws(space, instances, findings)
     _vo_laws(space, instances, columns, findings)
@@ -229,6 +230,21 @@ def handwritten_attention_laws(graph: Graph, space: ParamSpace, findings: Findin
                 seen.add((k.bias, f))
                 findings.laws.append(coordinate_law(space, k.bias, f, KEY_BIAS, family="zero-gradient",
                                                     module=k.module))
+
+
+def _check_config_heads(graph: Graph, instances: list[Instance], findings: Findings) -> None:
+    """Warn when the query heads read from the graph differ from the model config's ``num_attention_heads``."""
+    config = getattr(graph.module, "config", None)
+    want = getattr(config, "num_attention_heads", None) if config is not None else None
+    if not isinstance(want, int):
+        return
+    heads: dict[str, set] = {}
+    for inst in instances:
+        heads.setdefault(inst.q.proj.module, set()).add(inst.qvec)
+    for module, found in heads.items():
+        if len(found) != want:
+            findings.warnings.append(f"attention {module}: {len(found)} query heads read from the graph, but "
+                                     f"config.num_attention_heads = {want}")
 
 
 def _tag(*projs: Projection) -> str:

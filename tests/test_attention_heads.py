@@ -85,3 +85,14 @@ def test_grouped_query_and_rotary_laws_equal_the_engine(heads, kv_heads, rope, d
             law = rotary[0].law
             # the trace of one rotary pair (features i and i + dh/2), summed over the query heads sharing the key
             assert law.formula.count("q.weight") == 2 * heads // kv_heads and law.formula.count("k.weight") == 2
+
+
+def test_softmax_asked_for_float32_stays_float64_in_the_analysis():
+    """Hugging Face eager attention: softmax(scores, -1, dtype=torch.float32); the analysis keeps float64."""
+    from conslaw.fields.model_io import keep_float64
+
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 10
+    with keep_float64():
+        y = torch.nn.functional.softmax(x, dim=-1, dtype=torch.float32)
+    assert y.dtype == torch.float64
+    assert torch.allclose(y, torch.softmax(x, -1), rtol=0, atol=1e-16)

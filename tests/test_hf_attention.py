@@ -178,16 +178,49 @@ def block_counts(model, example, block):
     return named, lie.lie_laws, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("heads,kv_heads,hidden", [(2, 2, 8), (2, 1, 8),
-                                                   pytest.param(4, 2, 16, marks=pytest.mark.slow)])
-def test_llama_rotary_and_grouped_query_laws_equal_the_engine_on_the_attention_block(heads, kv_heads, hidden):
-    """RoPE keeps dh/2 pair traces of sum_h Q_h Q_h^T - K K^T per key head; V V^T - sum_h O_h^T O_h stays whole."""
-    model = llama(heads, kv_heads, hidden)
+def decoder(kind, heads=2, kv_heads=2, hidden=8, attn="sdpa"):
+    """A tiny random Llama / Qwen2 (q, k, v biases) / Mistral causal LM with rotary embeddings."""
+    config_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+                             "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+                             "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM)}[kind]
+    config = config_cls(num_hidden_layers=1, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                        hidden_size=hidden, intermediate_size=16, vocab_size=16, max_position_embeddings=8,
+                        head_dim=hidden // heads, attn_implementation=attn)
+    return seeded(lambda: model_cls(config), 0).eval()
+
+
+@pytest.mark.parametrize("kind,heads,kv_heads,hidden,attn", [
+    ("llama", 2, 2, 8, "sdpa"), ("llama", 2, 1, 8, "eager"), ("qwen2", 2, 1, 8, "sdpa"),
+    pytest.param("mistral", 2, 1, 8, "eager", marks=pytest.mark.slow),
+    pytest.param("llama", 4, 2, 16, "sdpa", marks=pytest.mark.slow)])
+def test_rotary_and_grouped_query_laws_equal_the_engine_on_the_attention_block(kind, heads, kv_heads, hidden, attn):
+    """RoPE keeps dh/2 pair traces of sum_h Q_h Q_h^T - K K^T per key head; V V^T - sum_h O_h^T O_h stays whole.
+
+    Qwen2's q, k, v biases are appended to the rows (the rotation acts on q + b_q); its key bias gets no
+    zero-gradient law (the rotation makes the shift depend on the key's position).
+    """
+    model = decoder(kind, heads, kv_heads, hidden, attn)
     dh = hidden // heads
-    block = [f"model.layers.0.self_attn.{p}_proj.weight" for p in "qkvo"]
+    block = [name for name, _ in model.named_parameters() if ".self_attn." in name]
     named, numeric, _ = block_counts(model, tokens(), block)
     expected = kv_heads * (dh // 2 + dh * (dh + 1) // 2)
     assert (named, numeric) == (expected, expected)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "vit"])
+def test_eager_attention_paths_name_the_same_laws(name):
+    """Softmax in float32 with casts (HF eager), a timm mask helper on the scores: same 40 + 8 laws as SDPA."""
+    if name == "gpt2":
+        config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16, n_positions=8,
+                                         attn_implementation="eager")
+        model, example = seeded(lambda: transformers.GPT2LMHeadModel(config), 0).eval(), tokens()
+    else:
+        model, example = vit(), torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        model.blocks[0].attn.fused_attn = False  # q @ k^T, softmax, @ v written out
+    result = find_laws(model, example, "cross_entropy", numeric=False, batches=2)
+    assert len(result.select(family="attention")) == 40
+    assert len(result.select(family="zero-gradient")) == 8
+    assert not result.select(status="failed")
 
 
 def test_gpt2_attention_block_named_equals_the_engine():

@@ -29,9 +29,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ..params import ParamSpace
-from .ops import is_add, is_softmax
+from .ops import is_add, is_shape_query, is_softmax
 from .projections import Projection, projection
-from .tags import NotStatic, data_args, evaluate, feature_tags, is_identity, is_movement
+from .tags import NotStatic, data_args, evaluate, feature_tags, is_data, is_identity, is_movement
 from .trace import Graph
 
 aten = torch.ops.aten
@@ -281,12 +281,14 @@ def _sdpa_site(graph: Graph, space: ParamSpace, node: fx.Node) -> Site | None:
 def _follow_to_values(graph: Graph, scores: fx.Node, tags: torch.Tensor) -> tuple[fx.Node, torch.Tensor] | None:
     """From the scores to the weighted-values op: (that op, batch tags of its attention operand), or None.
 
-    The ops between are single-user: movement ops (evaluated on the tags), and shape-preserving ones
-    (scaling, masks, softmax over the last axis, dropout) that keep every entry's batch index; one softmax.
+    The ops between have one tensor-valued user each (helpers that read only the shape and return no
+    tensor, such as timm's mask resolution, are ignored): movement ops (evaluated on the tags), and
+    shape-preserving ones (scaling, masks, softmax over the last axis, dropout) that keep every entry's
+    batch index; one softmax.
     """
     prev, value, softmax_seen = scores, tags, False
     for _ in range(MAX_CHAIN):
-        users = [u for u in prev.users]
+        users = [u for u in prev.users if is_data(u) and not is_shape_query(u)]  # not: mask helpers giving None
         if len(users) != 1:
             return None
         node = users[0]

@@ -223,6 +223,23 @@ def test_eager_attention_paths_name_the_same_laws(name):
     assert not result.select(status="failed")
 
 
+def test_t5_self_and_cross_attention_laws():
+    """T5 (no biases, relative position bias added to the scores, cache object in the outputs): per head laws
+    in the encoder's self-attention, the decoder's self-attention and its cross-attention (q from the decoder,
+    k and v from the encoder: the same symmetry Q_h -> A Q_h, K_h -> A^{-T} K_h)."""
+    config = transformers.T5Config(vocab_size=16, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_decoder_layers=1,
+                                   num_heads=2, relative_attention_num_buckets=4, decoder_start_token_id=0)
+    model = seeded(lambda: transformers.T5ForConditionalGeneration(config), 0).eval()
+    batch = tokens()
+    result = find_laws(model, {**batch, "decoder_input_ids": batch["input_ids"]}, "cross_entropy", numeric=False,
+                       batches=2)
+    attn = result.select(family="attention", status=None)
+    assert len(attn) == 3 * 2 * 2 * 10 and all(c.status == "exact" for c in attn)
+    assert {c.law.module for c in attn} == {f"{stack}.{layer}.{p}" for stack, layer in (
+        ("encoder.block.0.layer.0", "SelfAttention"), ("decoder.block.0.layer.0", "SelfAttention"),
+        ("decoder.block.0.layer.1", "EncDecAttention")) for p in "qv"}
+
+
 def test_gpt2_attention_block_named_equals_the_engine():
     """c_attn, c_proj: 2 heads x (10 + 10) + 8 key-bias zero gradients + 9 c_proj translations (LayerNorm readers)."""
     block = [f"transformer.h.0.attn.{p}" for p in ("c_attn.weight", "c_attn.bias", "c_proj.weight", "c_proj.bias")]

@@ -37,6 +37,7 @@ compared with the model's output (:func:`export_graph` raises when they differ).
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from collections.abc import Callable
@@ -320,6 +321,9 @@ def export_graph(model: nn.Module, args: tuple, kwargs: dict, leaf_types: tuple[
     """
     def is_leaf(m: nn.Module) -> bool:
         return isinstance(m, leaf_types) or not list(m.children())
+
+    if "use_cache" not in kwargs and "use_cache" in inspect.signature(model.forward).parameters:
+        kwargs = {**kwargs, "use_cache": False}  # T5's decoder stack returns a cache object export cannot flatten
 
     try:
         with torch.no_grad(), keep_float64():

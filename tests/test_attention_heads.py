@@ -96,3 +96,24 @@ def test_softmax_asked_for_float32_stays_float64_in_the_analysis():
         y = torch.nn.functional.softmax(x, dim=-1, dtype=torch.float32)
     assert y.dtype == torch.float64
     assert torch.allclose(y, torch.softmax(x, -1), rtol=0, atol=1e-16)
+
+
+def test_multihead_attention_read_from_the_aten_graph_equals_its_handler():
+    """nn.MultiheadAttention without its handler, through torch.export: F.linear of in_proj_weight, chunks,
+    SDPA, F.linear of out_proj: the same laws as the handler's decoding of the packed layout (MHALayout)."""
+    from conslaw.nn import HandlerRegistry
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    model = seeded(Block, 0)
+    by_handler = find_laws(model, X, "mse", batches=2)
+    from_graph = find_laws(model, X, "mse", batches=2, handlers=HandlerRegistry({}), front_end="export")
+    for result in (by_handler, from_graph):
+        assert (result.named_laws, result.lie_laws) == (16, 16)  # 2 heads x (3 + 3) + 4 key-bias entries
+    assert sorted(c.law.formula for c in by_handler.laws) == sorted(c.law.formula for c in from_graph.laws)

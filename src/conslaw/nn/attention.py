@@ -155,17 +155,17 @@ def _forward_to_consumers(graph: Graph, space: ParamSpace, seeds: dict) -> dict[
         started = started or node in env
         if not started or node in env:
             continue
-        ins = data_args(node)
-        if not ins or not all(i in env for i in ins):
-            continue
         proj = projection(graph, space, node)
-        if proj is not None and len(ins) == 1:
-            x = env[ins[0]]
+        if proj is not None and node.args and node.args[0] in env:
+            x = env[node.args[0]]
             cols = x.reshape(-1, x.shape[-1])
             for c in range(cols.shape[1]):
                 ids = torch.unique(cols[:, c])
                 if ids.numel() == 1:
                     found[int(ids[0])] = (proj, c)
+            continue
+        ins = data_args(node)
+        if not ins or not all(i in env for i in ins):
             continue
         if is_movement(node) or is_identity(graph, node):
             try:

@@ -7,7 +7,8 @@ biases) and of one consumer *column* c. Two layouts are known:
 - ``nn.Linear``: weight (out, in); feature f = ``weight[f, :]``, ``bias[f]``;
   column c = ``weight[:, c]``;
 - Hugging Face's ``Conv1D`` (GPT-2's ``c_attn``, ``c_proj``): weight (in, out),
-  the transpose; feature f = ``weight[:, f]``, ``bias[f]``; column c = ``weight[c, :]``.
+  the transpose; feature f = ``weight[:, f]``, ``bias[f]``; column c = ``weight[c, :]``;
+- ``F.linear(x, W, b)`` of parameters read directly (``get_attr``): as ``nn.Linear``.
 
 Parameters are looked up through :meth:`Graph.param_name`, so a tied weight is
 named by its canonical (first) name and never by an alias.
@@ -18,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from ..laws import Slot, unit_slot
@@ -55,8 +58,28 @@ class Projection:
         return unit_slot(space, self.weight, 0 if self.transposed else 1, c)
 
 
+LINEAR_FUNCTIONS = (F.linear, torch.ops.aten.linear.default)
+
+
+def _functional(space: ParamSpace, node: fx.Node) -> Projection | None:
+    """``F.linear(x, W, b)`` with W (and b) parameters read by ``get_attr`` (a tied head, MHA internals)."""
+    args = list(node.args) + [node.kwargs.get("weight"), node.kwargs.get("bias")][len(node.args) - 1:]
+    weight = args[1] if len(args) > 1 else None
+    bias = args[2] if len(args) > 2 else None
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr" and weight.target in space.shapes
+            and len(space.shapes[weight.target]) == 2):
+        return None
+    bias_name = bias.target if isinstance(bias, fx.Node) and bias.op == "get_attr" else None
+    if bias is not None and bias_name not in space.shapes:
+        return None
+    return Projection(node, weight.target.rpartition(".")[0] or weight.target, space.shapes[weight.target][0],
+                      weight.target, bias_name, False)
+
+
 def projection(graph: Graph, space: ParamSpace, node) -> Projection | None:
-    """The projection a node calls (trainable ``nn.Linear`` or ``Conv1D``), else None."""
+    """The projection a node calls (trainable ``nn.Linear``, ``Conv1D`` or ``F.linear`` of parameters), else None."""
+    if isinstance(node, fx.Node) and node.op == "call_function" and node.target in LINEAR_FUNCTIONS:
+        return _functional(space, node)
     if not isinstance(node, fx.Node) or node.op != "call_module":
         return None
     m = graph.module_of(node)

@@ -117,3 +117,22 @@ def test_multihead_attention_read_from_the_aten_graph_equals_its_handler():
     for result in (by_handler, from_graph):
         assert (result.named_laws, result.lie_laws) == (16, 16)  # 2 heads x (3 + 3) + 4 key-bias entries
     assert sorted(c.law.formula for c in by_handler.laws) == sorted(c.law.formula for c in from_graph.laws)
+
+
+class TanhQuery(MiniAttention):
+    """MiniAttention with tanh on the queries: Q -> A Q is no symmetry any more, V/O still is."""
+
+    def forward(self, x):
+        B, T, E = x.shape
+        H = self.n_head
+        q, k, v = (y.view(B, T, H, E // H).transpose(1, 2) for y in (torch.tanh(self.q(x)), self.k(x), self.v(x)))
+        return self.o((torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v).transpose(1, 2).reshape(B, T, E))
+
+
+def test_untraced_query_keeps_the_value_output_laws_and_says_so():
+    model = seeded(lambda: TanhQuery(split="view"), 0)
+    result = find_laws(model, X, "mse", batches=2)
+    assert len(result.select(family="attention", matrix="V V^T - O^T O")) == 2 * per_head(2)
+    assert not result.select(family="attention", matrix="Q Q^T - K K^T")
+    assert any("only its V V^T - O^T O laws are named" in n for n in result.notes)
+    assert (result.named_laws, result.lie_laws) == (6, 6)

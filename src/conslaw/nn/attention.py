@@ -146,7 +146,7 @@ def incoming_rows(space: ParamSpace, module: str, k: int) -> list[Slot]:
 def _forward_to_consumers(graph: Graph, space: ParamSpace, seeds: dict) -> dict[int, tuple[Projection, int]]:
     """Run the movement ops after the attention outputs on their id tags, up to the projections that read them.
 
-    Returns id -> (consumer projection, input column) for every id that reaches one column alone.
+    Returns id -> (consumer projection, input column) for every id that reaches one column (None: several).
     """
     env = dict(seeds)
     found: dict[int, tuple[Projection, int]] = {}
@@ -160,9 +160,8 @@ def _forward_to_consumers(graph: Graph, space: ParamSpace, seeds: dict) -> dict[
             x = env[node.args[0]]
             cols = x.reshape(-1, x.shape[-1])
             for c in range(cols.shape[1]):
-                ids = torch.unique(cols[:, c])
-                if ids.numel() == 1:
-                    found[int(ids[0])] = (proj, c)
+                for i in torch.unique(cols[:, c]).tolist():
+                    found[i] = (proj, c) if found.get(i, (proj, c)) == (proj, c) else None  # None: two columns
             continue
         ins = data_args(node)
         if not ins or not all(i in env for i in ins):
@@ -175,22 +174,30 @@ def _forward_to_consumers(graph: Graph, space: ParamSpace, seeds: dict) -> dict[
     return found
 
 
-def _instances(sites: list[Site]) -> tuple[list[Instance], dict]:
-    """The distinct head instances of all sites, and their output id seeds (id = base + position + 1)."""
+def _instances(sites: list[Site]) -> tuple[list[Instance], dict, list]:
+    """The distinct head instances of all sites, the output id seeds, and one value entry per output batch entry.
+
+    Every batch entry e of every site's output gets ids e * stride + position + 1 (:func:`_ids`); a value
+    entry is (value operand, value features, e, instance).
+    """
     instances: list[Instance] = []
     index: dict = {}
     seeds: dict = {}
+    values: list = []
     for s, site in enumerate(sites):
         cv = site.vvecs.shape[1]
         ids = torch.zeros(site.vvecs.shape, dtype=torch.long)
-        for n in range(site.qvecs.shape[0]):
-            key = (s, tuple(site.qvecs[n].tolist()), tuple(site.kvecs[n].tolist()), tuple(site.vvecs[n].tolist()))
+        for n in range(site.vvecs.shape[0]):
+            qvec = () if site.qvecs is None else tuple(site.qvecs[n].tolist())
+            kvec = () if site.kvecs is None else tuple(site.kvecs[n].tolist())
+            key = (s, qvec, kvec, tuple(site.vvecs[n].tolist()))
             if key not in index:
                 index[key] = len(instances)
                 instances.append(Instance(s, site.q, site.k, site.v, *key[1:]))
-            ids[n] = _ids(index[key], cv)
+            ids[n] = _ids(len(values), cv)
+            values.append((site.v, key[3], len(values), instances[index[key]]))
         seeds[site.out] = site.output(ids)
-    return instances, seeds
+    return instances, seeds, values
 
 
 def _ids(u: int, cv: int, stride: int = 1 << 20) -> torch.Tensor:
@@ -215,13 +222,15 @@ def handwritten_attention_laws(graph: Graph, space: ParamSpace, findings: Findin
     findings.notes += notes
     if not sites:
         return
-    instances, seeds = _instances(sites)
+    instances, seeds, values = _instances(sites)
     _check_config_heads(graph, instances, findings)
     columns = _forward_to_consumers(graph, space, seeds)
     _qk_laws(space, instances, findings)
-    _vo_laws(space, instances, columns, findings)
+    _vo_laws(space, values, columns, findings)
     seen: set = set()
     for inst in instances:
+        if inst.q is None or inst.k is None:
+            continue
         k = inst.k.proj
         if k.bias is None or inst.k.rope is not None or inst.q.rope is not None:
             continue
@@ -240,20 +249,25 @@ def _check_config_heads(graph: Graph, instances: list[Instance], findings: Findi
         return
     heads: dict[str, set] = {}
     for inst in instances:
-        heads.setdefault(inst.q.proj.module, set()).add(inst.qvec)
+        if inst.q is not None:
+            heads.setdefault(inst.q.proj.module, set()).add(inst.qvec)
     for module, found in heads.items():
         if len(found) != want:
             findings.warnings.append(f"attention {module}: {len(found)} query heads read from the graph, but "
                                      f"config.num_attention_heads = {want}")
 
 
-def _tag(*projs: Projection) -> str:
+def _tag(*ops) -> str:
+    """``q/k/v`` module names of the operands that are known (Operand or Projection)."""
+    projs = [getattr(op, "proj", op) for op in ops if op is not None]
     return "/".join(dict.fromkeys(p.module for p in projs))
 
 
 def _qk_laws(space: ParamSpace, instances: list[Instance], findings: Findings) -> None:
     groups: dict = {}
     for inst in instances:
+        if inst.q is None or inst.k is None:
+            continue
         group = groups.setdefault((inst.k.proj.module, inst.kvec), {})
         group.setdefault((inst.q.proj.module, inst.qvec), inst)
     owner: dict = {}
@@ -265,7 +279,7 @@ def _qk_laws(space: ParamSpace, instances: list[Instance], findings: Findings) -
         heads = list(group.values())
         first = heads[0]
         if any(len(owner[(i.q.proj.module, f)]) > 1 for i in heads for f in i.qvec):
-            findings.notes.append(f"attention {_tag(first.q.proj, first.k.proj)}: a query feature meets two key "
+            findings.notes.append(f"attention {_tag(first.q, first.k)}: a query feature meets two key "
                                   "heads; no Q Q^T - K K^T law named there")
             continue
         _group_qk_laws(space, h, heads, findings)
@@ -274,7 +288,7 @@ def _qk_laws(space: ParamSpace, instances: list[Instance], findings: Findings) -
 def _group_qk_laws(space: ParamSpace, h: int, heads: list[Instance], findings: Findings) -> None:
     """The Q Q^T - K K^T laws of one key head and the query heads that share it (rotary: pair traces)."""
     first = heads[0]
-    tag = _tag(first.q.proj, first.k.proj, first.v.proj)
+    tag = _tag(first.q, first.k, first.v)
     shared = f" (shared by {len(heads)} query heads)" if len(heads) > 1 else ""
     matrix = QK if len(heads) == 1 else "sum_h Q_h Q_h^T - K K^T"
     c = len(first.kvec)
@@ -326,29 +340,34 @@ def _rotary_positions(heads: list[Instance], first: Instance) -> list[tuple[int,
     return sorted(pairs)
 
 
-def _vo_laws(space: ParamSpace, instances: list[Instance], columns: dict, findings: Findings) -> None:
+def _vo_laws(space: ParamSpace, values: list, columns: dict, findings: Findings) -> None:
+    """V V^T - sum_h O_h^T O_h per value head; h runs over the distinct output columns its features reach."""
     groups: dict = {}
-    for u, inst in enumerate(instances):
-        groups.setdefault((inst.v.proj.module, inst.vvec), []).append(u)
-    for h, (_key, members) in enumerate(groups.items()):
-        first = instances[members[0]]
-        cv = len(first.vvec)
-        cols = [[columns.get(int(_ids(u, cv)[i])) for i in range(cv)] for u in members]
-        consumers = {c[0].module for row in cols for c in row if c is not None}
-        tag = _tag(first.q.proj, first.k.proj, first.v.proj)
-        if any(c is None for row in cols for c in row) or len(consumers) != 1:
+    for v, vvec, e, inst in values:
+        groups.setdefault((v.proj.module, vvec), []).append((e, inst))
+    for h, ((_, vvec), members) in enumerate(groups.items()):
+        first = members[0][1]
+        cv = len(vvec)
+        heads: list[tuple] = []  # one tuple of (consumer, column) per query head (batch copies coincide)
+        for e, _inst in members:
+            cols = tuple(columns.get(int(i)) for i in _ids(e, cv))
+            if cols not in heads:
+                heads.append(cols)
+        consumers = {c[0].module for cols in heads for c in cols if c is not None}
+        tag = _tag(first.q, first.k, first.v)
+        if any(c is None for cols in heads for c in cols) or len(consumers) != 1:
             findings.notes.append(f"attention {tag} value head {h}: its output does not reach one projection "
                                   "through reshapes alone; no V V^T - O^T O law named there")
             continue
-        out = cols[0][0][0]
+        out = heads[0][0][0]
         tag = f"{tag}/{out.module}" if out.module not in tag.split("/") else tag
-        shared = f" (shared by {len(members)} query heads)" if len(members) > 1 else ""
-        matrix = VO if len(members) == 1 else "V V^T - sum_h O_h^T O_h"
+        shared = f" (shared by {len(heads)} query heads)" if len(heads) > 1 else ""
+        matrix = VO if len(heads) == 1 else "V V^T - sum_h O_h^T O_h"
         for i in range(cv):
             for j in range(i, cv):
-                a, b = first.vvec[i], first.vvec[j]
+                a, b = vvec[i], vvec[j]
                 findings.laws.append(gram_law(
                     f"{tag} head {h}{shared}: ({matrix})[{a},{b}]", first.v.proj.rows(space, a),
-                    first.v.proj.rows(space, b), [out.column(space, row[i][1]) for row in cols],
-                    [out.column(space, row[j][1]) for row in cols], family="attention", module=first.v.proj.module,
+                    first.v.proj.rows(space, b), [out.column(space, cols[i][1]) for cols in heads],
+                    [out.column(space, cols[j][1]) for cols in heads], family="attention", module=first.v.proj.module,
                     head=h, matrix=matrix, unit=(a, b)))

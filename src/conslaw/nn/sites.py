@@ -57,8 +57,8 @@ class Instance:
     """One head of one site: the query, key and value features that meet (in contraction order)."""
 
     site: int
-    q: Operand
-    k: Operand
+    q: Operand | None  # None (with an empty qvec) when the query was not traced to a projection
+    k: Operand | None
     v: Operand
     qvec: tuple[int, ...]
     kvec: tuple[int, ...]
@@ -70,11 +70,11 @@ class Site:
     """An attention computation: its output node, and per output batch entry the instance it carries."""
 
     out: fx.Node
-    q: Operand
-    k: Operand
+    q: Operand | None  # query and key: None when not traced (the value-side laws still hold)
+    k: Operand | None
     v: Operand
-    qvecs: torch.Tensor  # (n, c) query features per output batch entry
-    kvecs: torch.Tensor
+    qvecs: torch.Tensor | None  # (n, c) query features per output batch entry
+    kvecs: torch.Tensor | None
     vvecs: torch.Tensor  # (n, cv)
     output: Callable[[torch.Tensor], torch.Tensor]  # (n, cv) ids -> ids in the output's layout
 
@@ -257,25 +257,42 @@ def _constant_rows(t: torch.Tensor) -> torch.Tensor | None:
     return t[:, 0] if torch.equal(t, t[:, :1].expand_as(t)) else None
 
 
+def _tags_or_blank(graph: Graph, op: Operand | None, node) -> torch.Tensor | None:
+    """The operand's tags, or zeros of the node's shape when the operand was not traced (its heads unknown)."""
+    if op is not None:
+        return op.tags
+    shape = graph.shape(node)
+    return None if shape is None else torch.zeros(shape, dtype=torch.long)
+
+
 def _sdpa_site(graph: Graph, space: ParamSpace, node: fx.Node) -> Site | None:
     q, k, v = (operand(graph, space, a) for a in node.args[:3])
-    if q is None or k is None or v is None:
+    qt, kt = _tags_or_blank(graph, q, node.args[0]), _tags_or_blank(graph, k, node.args[1])
+    if v is None or qt is None or kt is None:
         return None
-    qt, kt, vt = q.tags, k.tags, v.tags
+    vt = v.tags
     if node.kwargs.get("enable_gqa") and qt.dim() >= 3 and kt.shape[-3] != qt.shape[-3]:
         rep = qt.shape[-3] // kt.shape[-3]
         kt, vt = kt.repeat_interleave(rep, dim=-3), vt.repeat_interleave(rep, dim=-3)
     batch = torch.broadcast_shapes(qt.shape[:-2], kt.shape[:-2], vt.shape[:-2])
     Q, K, V = (t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:]) for t in (qt, kt, vt))
     qvecs, kvecs, vvecs = _constant_rows(Q), _constant_rows(K), _constant_rows(V)
-    if qvecs is None or kvecs is None or vvecs is None or qvecs.shape != kvecs.shape:
+    if vvecs is None:
         return None
     L, cv = Q.shape[1], V.shape[2]
     shape = graph.shape(node)
     if shape != (*batch, L, cv):
         return None
+    q, k, qvecs, kvecs = _query_key(q, k, qvecs, kvecs)
     return Site(node, q, k, v, qvecs, kvecs, vvecs,
                 lambda ids: ids[:, None, :].expand(ids.shape[0], L, cv).reshape(shape))
+
+
+def _query_key(q, k, qvecs, kvecs):
+    """Query and key operands with their per-entry features, both None unless both are traced and consistent."""
+    if q is None or k is None or qvecs is None or kvecs is None or qvecs.shape != kvecs.shape:
+        return None, None, None, None
+    return q, k, qvecs, kvecs
 
 
 def _follow_to_values(graph: Graph, scores: fx.Node, tags: torch.Tensor) -> tuple[fx.Node, torch.Tensor] | None:
@@ -317,12 +334,10 @@ def _matmul_site(graph: Graph, space: ParamSpace, node: fx.Node) -> Site | None:
     if scores is None:
         return None
     q, kt = operand(graph, space, scores.x), operand(graph, space, scores.y)
-    if q is None or kt is None:
+    xt, yt = _tags_or_blank(graph, q, scores.x), _tags_or_blank(graph, kt, scores.y)
+    if xt is None or yt is None:
         return None
-    Q, K = scores.to_x(q.tags), scores.to_y(kt.tags).transpose(1, 2)
-    qvecs, kvecs = _constant_rows(Q), _constant_rows(K)
-    if qvecs is None or kvecs is None or qvecs.shape != kvecs.shape:
-        return None
+    Q, K = scores.to_x(xt), scores.to_y(yt).transpose(1, 2)
     n, T, S = Q.shape[0], Q.shape[1], K.shape[1]
     batch_tags = scores.from_out(torch.arange(n)[:, None, None].expand(n, T, S))
     found = _follow_to_values(graph, node, batch_tags)
@@ -340,7 +355,9 @@ def _matmul_site(graph: Graph, space: ParamSpace, node: fx.Node) -> Site | None:
         return None
     index = rows[:, 0]
     m, T2, cv = A.shape[0], A.shape[1], V.shape[2]
-    return Site(out, q, Operand(kt.proj, kt.tags.transpose(-2, -1), kt.rope), v, qvecs[index], kvecs[index],
+    k = None if kt is None else Operand(kt.proj, kt.tags.transpose(-2, -1), kt.rope)
+    q, k, qvecs, kvecs = _query_key(q, k, _constant_rows(Q), _constant_rows(K))
+    return Site(out, q, k, v, None if qvecs is None else qvecs[index], None if kvecs is None else kvecs[index],
                 vvecs, lambda ids: values.from_out(ids[:, None, :].expand(m, T2, cv)))
 
 
@@ -365,13 +382,17 @@ def attention_sites(graph: Graph, space: ParamSpace) -> tuple[list[Site], list[s
         if node.op == "call_function" and node.target in SDPA:
             site = _sdpa_site(graph, space, node)
             if site is None:
-                notes.append(f"attention {node.name}: query, key or value not traced to a projection through "
-                             "reshapes; no attention law named there")
+                notes.append(f"attention {node.name}: value not traced to a projection through reshapes; no "
+                             "attention law named there")
         elif bilinear(graph, node) is not None:
             site = _matmul_site(graph, space, node)
             if site is None and _reaches_softmax(node):
-                notes.append(f"attention scores {node.name}: query, key or value not traced to a projection through "
-                             "reshapes (or an unknown op between); no attention law named there")
+                notes.append(f"attention scores {node.name}: value not traced to a projection through reshapes; "
+                             "no attention law named there")
         if site is not None:
             sites.append(site)
+            if site.q is None:
+                notes.append(f"attention {site.out.name}: query or key not traced to a projection through reshapes "
+                             "(an op between them and the scores that is not a reshape, scaling or rotary "
+                             "embedding); only its V V^T - O^T O laws are named")
     return sites, notes

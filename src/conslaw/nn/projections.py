@@ -16,7 +16,6 @@ named by its canonical (first) name and never by an alias.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -94,5 +93,3 @@ def projection(graph: Graph, space: ParamSpace, node) -> Projection | None:
         return None
     return Projection(node, node.target, features, weight, bias if bias in space.shapes else None, transposed)
 
-
-RowFn = Callable[[int], list[Slot]]

@@ -21,7 +21,8 @@ tuple, the ``logits`` of a dict / ``ModelOutput`` (else its first tensor).
 Precision (:func:`keep_float64`): some models cast to float32 inside their
 forward (Llama's RMSNorm and rotary embedding upcast to float32 "for
 stability"), which would make every float64 residual a float32 one; inside
-``keep_float64()`` a cast of a tensor to a lower floating precision keeps float64.
+``keep_float64()`` a cast of a tensor to a lower floating precision keeps float64, and so does an op on a
+float64 tensor asked for a lower ``dtype=`` (``softmax(x, -1, dtype=torch.float32)`` in eager attention).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class KeepFloat64(TorchFunctionMode):
             if any(i > 0 and _lowered(a) for i, a in enumerate(args)):
                 args = tuple(DTYPE if i > 0 and _lowered(a) else a for i, a in enumerate(args))
                 self.lowered = True
+        elif _lowered(kwargs.get("dtype")) and args and isinstance(args[0], torch.Tensor) \
+                and args[0].dtype == DTYPE:  # softmax(x, dim, dtype=torch.float32) (Hugging Face eager attention)
+            kwargs = {**kwargs, "dtype": DTYPE}
+            self.lowered = True
         return func(*args, **kwargs)
 
 

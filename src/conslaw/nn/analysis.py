@@ -147,10 +147,27 @@ class ModelAnalysis:
         return self.aliases.get(f"{module}.{attr}" if module else attr)
 
 
-def build_graph(work: nn.Module, example, leaf_types: tuple[type, ...]) -> tuple[Graph, list[str]]:
-    """The data-flow graph: torch.fx tracing, and the torch.export front end when fx fails; notes say which."""
+FRONT_ENDS = ("auto", "fx", "export")
+
+
+def build_graph(work: nn.Module, example, leaf_types: tuple[type, ...],
+                front_end: str = "auto") -> tuple[Graph, list[str]]:
+    """The data-flow graph: torch.fx tracing, and the torch.export front end when fx fails; notes say which.
+
+    ``front_end``: ``auto`` (fx, then export), ``fx`` or ``export`` only.
+    """
+    if front_end not in FRONT_ENDS:
+        raise ConslawError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}", "use 'auto'")
+    if front_end == "export":
+        args, kwargs = call_args(example)
+        graph = export_graph(work, args, kwargs, leaf_types)
+        return graph, ["graph: torch.export front end (asked for)", *graph.notes]
+    if front_end == "fx":
+        graph = trace(work, example, leaf_types)
+        return graph, list(graph.notes)
     try:
-        return trace(work, example, leaf_types), []
+        graph = trace(work, example, leaf_types)
+        return graph, list(graph.notes)
     except ConslawError as fx_error:
         args, kwargs = call_args(example)
         try:
@@ -173,7 +190,7 @@ def analysis_estimate(D: int, batches: int = 6) -> int:
 
 def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, loss: str | Loss | Callable = "mse",
             registry: HandlerRegistry | None = None, traced: bool = True, max_memory: float | None = None,
-            batches: int = 6) -> ModelAnalysis:
+            batches: int = 6, front_end: str = "auto") -> ModelAnalysis:
     """Check, copy, build the fields of, and (``traced``) trace ``model`` (see the module docstring).
 
     Args:
@@ -185,6 +202,7 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, los
         traced: also trace the data flow (needed to find laws, not to discover them).
         max_memory: GB allowed (the memory available now when None): refuse larger models before any work.
         batches: loss gradients per verification point (for the memory estimate).
+        front_end: the graph front end, ``auto`` (torch.fx, else torch.export), ``fx`` or ``export``.
     """
     check_model(model, example_input)
     D = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -207,6 +225,7 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, los
     notes = [] if fields.inputs is None else [f"inputs: {fields.inputs.describe()}"]
     graph = None
     if traced:
-        graph, graph_notes = build_graph(work, example, (registry or HandlerRegistry.default()).leaf_types())
+        graph, graph_notes = build_graph(work, example, (registry or HandlerRegistry.default()).leaf_types(),
+                                          front_end)
         notes += graph_notes
     return ModelAnalysis(work, example, fields, fields.theta(), large, graph, notes)

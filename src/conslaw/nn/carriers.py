@@ -19,6 +19,7 @@ from ..laws import Slot, unit_slot
 from ..params import ParamSpace
 from .attention import MHALayout, incoming_rows
 from .ops import BATCHNORM, CONV
+from .projections import is_conv1d, projection
 from .trace import Graph
 
 
@@ -53,6 +54,9 @@ def module_carrier(graph: Graph, node: fx.Node, space: ParamSpace, handler_for) 
 
     if isinstance(m, nn.Linear):
         return Carrier(name, m.out_features, -1, rows)
+    if is_conv1d(m):  # Hugging Face Conv1D: weight (in, out), feature k = weight[:, k] and bias[k]
+        proj = projection(graph, space, node)
+        return None if proj is None else Carrier(name, proj.features, -1, lambda k: proj.rows(space, k))
     if isinstance(m, CONV):
         return Carrier(name, m.out_channels, 1, rows)
     if isinstance(m, (*BATCHNORM, nn.GroupNorm)) and m.affine:
@@ -87,6 +91,8 @@ def consumer_slots(graph: Graph, node: fx.Node, space: ParamSpace, cols: list[in
     name = node.target
     if isinstance(m, nn.Linear) or (isinstance(m, CONV) and m.groups == 1):
         return [unit_slot(space, f"{name}.weight", 1, 0, cols=cols)]
+    if is_conv1d(m):  # weight (in, out): input feature c is row c
+        return [unit_slot(space, f"{name}.weight", 0, 0, cols=cols)]
     if isinstance(m, nn.MultiheadAttention):
         if node.args[:3] and not (node.args[0] is node.args[1] is node.args[2]):
             return None

@@ -37,6 +37,7 @@ compared with the model's output (:func:`export_graph` raises when they differ).
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from collections.abc import Callable
@@ -51,13 +52,10 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import ConslawError
 from ..fields.model_io import keep_float64, model_output
+from .ops import aten_softmax as _softmax
 from .trace import Graph, parameter_aliases
 
 aten = torch.ops.aten
-
-
-def _softmax(x, dim, half_to_float=False):
-    return torch.softmax(x, dim)
 
 
 def _embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
@@ -323,6 +321,9 @@ def export_graph(model: nn.Module, args: tuple, kwargs: dict, leaf_types: tuple[
     """
     def is_leaf(m: nn.Module) -> bool:
         return isinstance(m, leaf_types) or not list(m.children())
+
+    if "use_cache" not in kwargs and "use_cache" in inspect.signature(model.forward).parameters:
+        kwargs = {**kwargs, "use_cache": False}  # T5's decoder stack returns a cache object export cannot flatten
 
     try:
         with torch.no_grad(), keep_float64():

@@ -31,6 +31,7 @@ from .embeddings import embedding_laws
 from .findings import Findings
 from .normalization import normalization_laws
 from .ops import KNOWN_PARAMETRIC
+from .projections import is_conv1d
 from .registry import HandlerRegistry
 from .rescaling import rescaling_laws
 from .shift import shift_laws
@@ -119,7 +120,8 @@ class ModelLaws:
 
 def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", *, batches: int = 6,
               seed: int = 0, numeric: bool | None = None, name: str | None = None,
-              handlers: HandlerRegistry | None = None, max_memory: float | None = None) -> ModelLaws:
+              handlers: HandlerRegistry | None = None, max_memory: float | None = None,
+              front_end: str = "auto") -> ModelLaws:
     """Find, verify and count the conservation laws of ``model`` (see the module docstring).
 
     Attention runs with the math kernel of scaled_dot_product_attention: the
@@ -135,13 +137,14 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
         name: the model's name in the output.
         handlers: module handlers for this call (default: :meth:`HandlerRegistry.default`).
         max_memory: GB allowed (default: the memory available now); larger models are refused before any work.
+        front_end: graph front end: ``auto`` (torch.fx, else torch.export), ``fx`` or ``export``.
     """
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ConslawError(f"batches must be an integer >= 1, got {batches!r}", "use the default 6")
     with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*batching rule.*")
         return _find_laws(model, example_input, loss, batches, seed, numeric, name,
-                          handlers or HandlerRegistry.default(), max_memory)
+                          handlers or HandlerRegistry.default(), max_memory, front_end)
 
 
 def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Findings:
@@ -164,9 +167,11 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     return findings
 
 
-def _find_laws(model, example_input, loss, batches, seed, numeric, name, registry, max_memory) -> ModelLaws:
+def _find_laws(model, example_input, loss, batches, seed, numeric, name, registry, max_memory,
+               front_end="auto") -> ModelLaws:
     start = time.perf_counter()
-    analysis = analyse(model, example_input, loss, registry, max_memory=max_memory, batches=batches)
+    analysis = analyse(model, example_input, loss, registry, max_memory=max_memory, batches=batches,
+                       front_end=front_end)
     batches = min(batches, 4) if analysis.large else batches
     loss = analysis.fields.loss  # the loss's name (a callable's __name__)
     findings = collect(analysis, loss, registry)
@@ -207,7 +212,7 @@ def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings
         if module is None or node.target in seen or not any(True for _ in module.parameters(recurse=False)):
             continue
         seen.add(node.target)
-        if isinstance(module, KNOWN_PARAMETRIC) or registry.handler_for(module) is not None:
+        if isinstance(module, KNOWN_PARAMETRIC) or is_conv1d(module) or registry.handler_for(module) is not None:
             continue
         message = (f"{node.target} ({type(module).__name__}) has no law handler: its parameters get no law of "
                    "their own")

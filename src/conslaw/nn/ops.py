@@ -3,7 +3,6 @@
 - homogeneous ops (ReLU, pooling, flatten, dropout, means): positively
   homogeneous and unit-wise, so a per-unit rescaling passes through them;
 - linear ops (no ReLU, no max): they also commute with mixing the units;
-- transparent ops (reshapes, transposes, scalings): they keep which Linear a tensor comes from;
 - skip connections (a sum of two tensors).
 """
 
@@ -35,10 +34,14 @@ HOMOGENEOUS_FUNCTIONS = LINEAR_FUNCTIONS | {torch.relu, F.relu, F.leaky_relu, F.
 LINEAR_METHODS = {"flatten", "view", "reshape", "mean", "sum", "contiguous"}
 HOMOGENEOUS_METHODS = LINEAR_METHODS | {"relu"}
 
-MATMULS = {operator.matmul, torch.matmul, torch.bmm}
-TRANSPARENT_METHODS = {"transpose", "permute", "view", "reshape", "contiguous", "mul", "div", "unflatten"}
-TRANSPARENT_FUNCTIONS = {torch.transpose, operator.mul, operator.truediv, torch.mul, torch.div, torch.reshape}
-SOFTMAX_FUNCTIONS = {torch.softmax, F.softmax}
+
+
+def aten_softmax(x, dim, half_to_float=False):
+    """``aten._softmax`` with the signature of the aten op (the torch.export front end writes it)."""
+    return torch.softmax(x, dim)
+
+
+SOFTMAX_FUNCTIONS = {torch.softmax, F.softmax, aten_softmax}
 
 
 def _is_empty_sequential(m: nn.Module | None) -> bool:
@@ -70,18 +73,6 @@ def is_add(node: fx.Node) -> bool:
 def is_linear_op(graph: Graph, node: fx.Node) -> bool:
     """Homogeneous ops that are also linear (no ReLU, no max): they commute with mixing the units."""
     return is_add(node) or _matches(graph, node, LINEAR_MODULES, LINEAR_FUNCTIONS, LINEAR_METHODS)
-
-
-def is_matmul(node: fx.Node) -> bool:
-    """A matrix product (``@``, ``torch.matmul``, ``torch.bmm``)."""
-    return (node.op == "call_function" and node.target in MATMULS) or \
-        (node.op == "call_method" and node.target in ("matmul", "bmm"))
-
-
-def is_transparent(node: fx.Node) -> bool:
-    """Reshapes, transposes and scalings: they keep which Linear a tensor comes from."""
-    return (node.op == "call_method" and node.target in TRANSPARENT_METHODS) or \
-        (node.op == "call_function" and node.target in TRANSPARENT_FUNCTIONS)
 
 
 def is_softmax(node: fx.Node) -> bool:

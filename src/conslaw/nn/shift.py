@@ -29,6 +29,7 @@ from ..laws import Slot, linear_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
 from .ops import DROPOUT, is_add, is_shape_query
+from .projections import is_conv1d
 from .trace import Graph
 
 FAMILY = "translation (into LayerNorm)"
@@ -58,6 +59,12 @@ def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[
         out = [(f"{name} column {j}", [unit_slot(space, f"{name}.weight", 1, j)]) for j in range(m.in_features)]
         if f"{name}.bias" in space.shapes:
             out.append((f"{name} bias sum", [unit_slot(space, f"{name}.bias", 0, slice(0, m.out_features))]))
+        return out
+    if is_conv1d(m):  # Hugging Face Conv1D x W + b, W of shape (in, out): the row sums of W
+        nx, nf = m.weight.shape
+        out = [(f"{name} input {j}", [unit_slot(space, f"{name}.weight", 0, j)]) for j in range(nx)]
+        if f"{name}.bias" in space.shapes:
+            out.append((f"{name} bias sum", [unit_slot(space, f"{name}.bias", 0, slice(0, nf))]))
         return out
     if isinstance(m, nn.Embedding):
         weight = f"{name}.weight"

@@ -87,14 +87,22 @@ class Graph:
 
 
 class LawTracer(fx.Tracer):
-    """Leaves: modules without children, and the types in ``leaf_types``."""
+    """Leaves: modules without children, and the types in ``leaf_types``; never a module in ``tied``.
 
-    def __init__(self, leaf_types: tuple[type, ...]) -> None:
+    A module holding a tied parameter (``head.weight`` is ``embed.weight``: both ``head`` and ``embed``)
+    is traced through, so that the parameter appears as ``get_attr`` nodes of the canonical name: no
+    family looks up the alias, and none treats one use of a shared tensor as if it were the only one.
+    """
+
+    def __init__(self, leaf_types: tuple[type, ...], tied: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.leaf_types = leaf_types
+        self.tied = tied
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        """Leaves: modules without children and the registered types."""
+        """Leaves: modules without children and the registered types, except modules with a tied parameter."""
+        if qualname in self.tied:
+            return False
         return isinstance(m, self.leaf_types) or not list(m.children())
 
 
@@ -112,13 +120,19 @@ def _placeholder_values(gm: fx.GraphModule, example_input) -> list:
 
 def trace(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, leaf_types: tuple[type, ...]) -> Graph:
     """fx-trace ``model`` and propagate shapes of ``example_input`` (a tensor, a tuple, or a dict by name)."""
-    tracer = LawTracer(leaf_types)
+    aliases = parameter_aliases(model)
+    tied = frozenset(name.rpartition(".")[0] for alias, canonical in aliases.items() if alias != canonical
+                     for name in (alias, canonical))
+    tracer = LawTracer(leaf_types, tied)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types; say what to do
         raise ConslawError(f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}",
                            "register a handler for the module that has data-dependent control flow "
                            "(conslaw.nn.register_handler) so that it is treated as a leaf") from exc
+    for node in graph.nodes:  # a tied parameter is read under its canonical name
+        if node.op == "get_attr" and node.target in aliases:
+            node.target = aliases[node.target]
     gm = fx.GraphModule(tracer.root, graph)
     inputs = _placeholder_values(gm, example_input)
     try:
@@ -128,4 +142,5 @@ def trace(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, leaf_
         raise ConslawError(f"the example input of shape {[tuple(getattr(i, 'shape', ())) for i in inputs]} "
                            f"does not run through {type(model).__name__}: {type(exc).__name__}: {exc}",
                            "pass an input of the shape the model expects (batch first)") from exc
-    return Graph(module=model, gm=gm, nodes=list(gm.graph.nodes))
+    notes = [f"tied parameters (one parameter, its canonical name): {a} = {c}" for a, c in aliases.items() if a != c]
+    return Graph(module=model, gm=gm, nodes=list(gm.graph.nodes), aliases=aliases, notes=notes)

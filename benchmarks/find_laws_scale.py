@@ -1,0 +1,85 @@
+"""Time and peak memory of ``find_laws`` on real-size models (issue 12: ResNet-50 < 2 min and < 8 GB,
+a 100M-parameter GPT-2 < 5 min and < 8 GB, on a 2-core machine).
+
+Each model runs in its own process (its peak RSS is its own). Models are built from configs with
+random init, no download: torchvision resnet18 / resnet50 (through conslaw.vision's shim) at 32x32
+inputs (batch 2), and a GPT-2 config of about 100M parameters (12 layers, 768 wide, vocabulary
+8192, 64 positions; sequence 16, batch 2) with next-token cross-entropy.
+
+Usage: python benchmarks/find_laws_scale.py [--models resnet18,resnet50,gpt2-100m] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+MODELS = ("resnet18", "resnet50", "gpt2-100m")
+
+
+def one_model(which: str) -> dict:
+    """Build ``which``, run find_laws once, return the numbers."""
+    import torch
+
+    from conslaw import find_laws
+
+    torch.manual_seed(0)
+    if which.startswith("resnet"):
+        from conslaw.vision import import_torchvision
+
+        model = getattr(import_torchvision().models, which)(num_classes=10)
+        batch, loss = torch.randn(2, 3, 32, 32), "cross_entropy"
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=8192, n_positions=64,
+                            attn_implementation="eager")
+        model = GPT2LMHeadModel(config)
+        ids = torch.randint(0, config.vocab_size, (2, 16))
+        batch, loss = {"input_ids": ids, "labels": ids}, "cross_entropy"
+    params = sum(p.numel() for p in model.parameters())
+    start = time.perf_counter()
+    result = find_laws(model, batch, loss, numeric=False)
+    seconds = time.perf_counter() - start
+    return {"model": which, "parameters": params, "seconds": seconds, "named_laws": result.named_laws,
+            "laws_listed": len(result.laws), "approximate_laws": result.approximate_laws,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def main() -> None:
+    """Run each model in its own process; print a line each, optionally write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_model(args.one)))
+        return
+    rows = []
+    for which in args.models.split(","):
+        load = os.getloadavg()[0]
+        proc = subprocess.run([sys.executable, __file__, "--one", which], capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{which}: failed\n{proc.stderr[-3000:]}", flush=True)
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["load_before"] = load
+        rows.append(row)
+        print(f"{which:10s} {row['parameters']:>12,d} params  {row['seconds']:7.1f} s  "
+              f"peak {row['peak_rss_mb']:7.0f} MB  named {row['named_laws']}  (load {load:.1f})", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(),
+                       "date": time.strftime("%Y-%m-%d %H:%M"), "models": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..derivative_check import DerivativeCheck, checked_derivatives
 from ..errors import ConslawError
 from ..lie import lie_trace_dimension
+from ..params import unwrap_model
 from ..rank import GroupTooLarge, sparse_rank
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
@@ -138,6 +139,7 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
     """
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ConslawError(f"batches must be an integer >= 1, got {batches!r}", "use the default 6")
+    model = unwrap_model(model)  # a torch.compile'd model: its original module (same parameters)
     with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*batching rule.*")
         return _find_laws(model, example_input, loss, batches, seed, numeric, name,

@@ -252,6 +252,10 @@ class LawMonitor:
         """
         self._pending_loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
 
+    def set_last_loss(self, loss: float | torch.Tensor) -> None:
+        """Set the loss of the newest record (for callbacks that learn the loss only after the step)."""
+        self._scalars.set_last(_LOSS, float(loss.detach() if isinstance(loss, torch.Tensor) else loss))
+
     def record(self, loss: float | torch.Tensor | None = None, grad_sq: float = math.nan) -> None:
         """Record the laws' values (plain and weight-decay corrected) now, with ``loss`` (or the one set by
         :meth:`set_loss`)."""

@@ -169,6 +169,17 @@ class Discovery:
     basis_size: int = 0
     derivative_check: DerivativeCheck | None = None
 
+    def __repr__(self) -> str:
+        return (f"Discovery(D={self.D}, degree {self.degree}: {self.num_laws} laws, lie_laws={self.lie_laws}, "
+                f"complete={self.complete})")
+
+    def _repr_html_(self) -> str:
+        from .display import law_rows, laws_table
+
+        certified = "" if self.lie_laws is None else f" of D - dim Lie = {self.lie_laws}"
+        caption = f"{self.num_laws} polynomial laws of degree <= {self.degree}{certified} (D = {self.D})"
+        return laws_table(law_rows(self.laws), caption, ("name", "formula"))
+
     @property
     def num_laws(self) -> int:
         """Independent polynomial laws found (rank of their gradients at a random theta)."""

@@ -91,7 +91,14 @@ class Law:
                 "head": self.head, "matrix": self.matrix}
 
     def __repr__(self) -> str:
-        return f"Law({self.name!r}: {self.formula})"
+        from ..display import truncate
+
+        return f"Law({self.name!r}: {truncate(self.formula)})"
+
+    def _repr_latex_(self) -> str:
+        from ..display import law_latex
+
+        return f"${law_latex(self)}$"
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -62,6 +62,20 @@ class ModelLaws:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        exact = sum(c.status == "exact" for c in self.laws)
+        lie = "" if self.lie_laws is None else f", lie_laws={self.lie_laws}"
+        return (f"ModelLaws({self.model_name}: D={self.D}, {len(self.laws)} laws ({exact} exact), "
+                f"named_laws={self.named_laws}{lie}, loss={self.loss})")
+
+    def _repr_html_(self) -> str:
+        from ..display import law_rows, laws_table
+
+        lie = "" if self.lie_laws is None else f", D - dim Lie = {self.lie_laws}"
+        caption = (f"{self.model_name}: D = {self.D:,}, {self.named_laws} independent exact laws named{lie}; "
+                   f"{len(self.uncovered_params)} parameters without a law")
+        return laws_table(law_rows(self.laws), caption, ("name", "formula", "family", "status", "residual"))
+
     @property
     def numeric_laws(self) -> int | None:
         """Alias of :attr:`lie_laws` (the ``laws`` JSON key)."""
@@ -121,7 +135,20 @@ class ModelLaws:
 def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", *, batches: int = 6,
               seed: int = 0, numeric: bool | None = None, name: str | None = None,
               handlers: HandlerRegistry | None = None, max_memory: float | None = None) -> ModelLaws:
-    """Find, verify and count the conservation laws of ``model`` (see the module docstring).
+    """Find, verify and count the conservation laws of ``model``.
+
+    A law h is conserved by gradient flow when grad h(theta) is orthogonal to every loss-gradient field
+    (Prop 2.3) and to their Lie brackets (Prop 2.9). ``find_laws`` traces the model (torch.fx, or torch.export
+    for Hugging Face models), collects the known families (rescaling of ReLU-like units, eq. 17; attention
+    Q Q^T - K K^T; normalization; softmax translation; handlers of leaf modules), verifies every candidate
+    on the model's own loss-gradient fields at theta and at a perturbed point (``exact``, ``approximate``
+    with a known cause, or ``failed``), and counts ``named_laws``, the independent exact ones, against
+    ``lie_laws`` = D - dim Lie(W)(theta) (Thm 2.11) for models up to 4000 parameters. A ``torch.compile``d
+    model is analysed through its original module.
+
+        >>> found = conslaw.find_laws(model, x, "cross_entropy")
+        >>> found.named_laws, found.lie_laws, found.exact()[:3]
+        >>> monitor = conslaw.LawMonitor(model, found.exact())
 
     Attention runs with the math kernel of scaled_dot_product_attention: the
     fused CPU kernels have no forward-mode derivative, which the Lie brackets need.

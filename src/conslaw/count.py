@@ -150,8 +150,8 @@ def count(arch: Architecture, *, fields: str | None = None, flow: str = "gradien
             residual = float(laws.residuals(source, theta, generator=torch.Generator().manual_seed(seed)).max())
             if residual > 1e-8:
                 warnings.append(f"a catalog law is not orthogonal to the fields (residual {residual:.2e})")
-    return CountResult(arch=arch, block=source.block if block else None, fields=source.label, flow=flow,
-                       init=init, lie=lie,
+    return CountResult(arch=arch, block=source.block if block else None,  # type: ignore[attr-defined]
+                       fields=source.label, flow=flow, init=init, lie=lie,
                        known_laws=known, known_gap=known_gap, max_law_residual=residual,
                        seconds=time.perf_counter() - start, derivative_check=check, warnings=warnings)
 

@@ -215,7 +215,7 @@ class Discovery:
         if self.complete:
             return (f"complete: {self.num_laws} independent polynomial laws of degree <= {self.degree} "
                     f"= D - dim Lie = {self.lie_laws}")
-        if self.num_laws < self.lie_laws:
+        if self.lie_laws is not None and self.num_laws < self.lie_laws:
             return (f"incomplete: {self.num_laws} polynomial laws of degree <= {self.degree} but "
                     f"D - dim Lie = {self.lie_laws}: {self.lie_laws - self.num_laws} more law(s) of higher "
                     "degree or not polynomial exist")
@@ -279,7 +279,9 @@ def discover(source: FieldSource, degree: int = 2, *, homogeneous: bool = False,
     order = sorted(range(len(echelon)), key=lambda k: max(len(mono_list[j]) for j in np.flatnonzero(
         np.abs(echelon[k]) > 1e-10)))
     thetas = [space.sample(init, torch.Generator().manual_seed(seed + 1 + k)) for k in range(2)]
-    coefficients, laws, grads = [], [], [torch.zeros(0, D, dtype=torch.float64) for _ in thetas]
+    coefficients: list = []
+    laws: list = []
+    grads = [torch.zeros(0, D, dtype=torch.float64) for _ in thetas]
     for k in order:
         row = echelon[k]
         coef = {mono_list[j]: snap(float(row[j])) for j in np.flatnonzero(np.abs(row) > 1e-10)}
@@ -330,7 +332,10 @@ def polynomial_law(space, coef: dict[tuple[int, ...], float | Fraction], index: 
     terms = [(torch.tensor(m, dtype=torch.long), float(c)) for m, c in coef.items()]
 
     def value(theta: torch.Tensor) -> torch.Tensor:
-        return sum(c * theta[m].prod() for m, c in terms)
+        total = torch.zeros((), dtype=theta.dtype)
+        for m, c in terms:  # in order, as sum() would
+            total = total + c * theta[m].prod()
+        return total
 
     return Law(name=f"law {index}", formula=formula, params=params, value_fn=value, origin="discovered",
                latex=latex, family="discovered")

@@ -54,7 +54,7 @@ class LawEvaluator:
         kind = "vectorized" if self.vectorized else "per law"
         return f"LawEvaluator({len(self.laws)} laws, {kind}, device {self._device})"
 
-    def _build(self):
+    def _build(self) -> tuple[list, tuple]:
         """Index tensors: (param, axis, units, law of each unit, sign) per slot; one gather plan for the rest."""
         slots: dict[tuple[str, int], list] = {}
         gathered = []
@@ -83,7 +83,7 @@ class LawEvaluator:
                 out[inside] = index[inside] - sl.start + offsets[name]
             return out
 
-        laws = [self.laws[j] for j in gathered]
+        laws = [law for j in gathered if isinstance(law := self.laws[j], QuadraticLaw)]  # all are, when vectorized
         cat = (lambda xs, dt=torch.long: torch.cat(xs) if xs else torch.zeros(0, dtype=dt))  # noqa: E731
         tensors = (
             torch.tensor(gathered, dtype=torch.long),
@@ -131,8 +131,7 @@ class LawEvaluator:
                 value[rows] = part.index_add(0, seg_q, quad).index_add(0, seg_l, lin)
                 if scale is not None:
                     scale[rows] = part.index_add(0, seg_q, quad.abs()).index_add(0, seg_l, lin.abs())
-            both = value if scale is None else torch.cat([value, scale])
-            both = both.cpu().numpy()  # one transfer per call
+            both = (value if scale is None else torch.cat([value, scale])).cpu().numpy()  # one transfer per call
         return (both, None) if scale is None else (both[:n], both[n:])
 
     def theta(self, factors: dict[str, float] | None = None) -> torch.Tensor:

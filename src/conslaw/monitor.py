@@ -89,9 +89,9 @@ def prop51_bound(grad_sq: Sequence[float], lrs: Sequence[float], c_h: float = 2.
         lrs: step sizes tau_i.
         c_h: bound on the law's Hessian norm (2 for differences of squared norms).
     """
-    grad_sq, lrs = np.asarray(grad_sq, dtype=float), np.asarray(lrs, dtype=float)
-    c_l = np.cumsum(grad_sq) / np.arange(1, len(grad_sq) + 1)
-    return np.r_[0.0, c_h * c_l / 2 * np.cumsum(np.square(lrs))]
+    g, tau = np.asarray(grad_sq, dtype=float), np.asarray(lrs, dtype=float)
+    c_l = np.cumsum(g) / np.arange(1, len(g) + 1)
+    return np.r_[0.0, c_h * c_l / 2 * np.cumsum(np.square(tau))]
 
 
 def matrix_groups(laws: Sequence[Law]) -> dict[str, tuple[list[int], np.ndarray]]:
@@ -271,7 +271,7 @@ class LawMonitor:
                 self._corrected = History(len(self.laws), self._values.capacity)
                 for row in self._values.data:
                     self._corrected.append(row)
-        if need_scale:
+        if scale is not None:
             if len(self._values) == 0:
                 self._denominator = np.maximum(np.abs(values), scale)
             else:
@@ -284,7 +284,7 @@ class LawMonitor:
         self._values.append(values)
         if self._corrected is not None:
             self._corrected.append(corrected)
-        self._scalars.append((self.steps, loss_value, self._tau2, grad_sq))
+        self._scalars.append(np.array([self.steps, loss_value, self._tau2, grad_sq]))
 
     def step(self, lr: float | None = None, loss: float | torch.Tensor | None = None,
              optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -324,7 +324,7 @@ class LawMonitor:
             if lam and lr is None:
                 raise ConslawError("with weight decay the monitor needs the step size",
                                    "call monitor.step(lr=...), or monitor.step(optimizer=opt)")
-            if lam:
+            if lam and lr is not None:
                 increment = _decay(lr, lam)
                 for name in self.Lambda:
                     self.Lambda[name] += increment

@@ -24,8 +24,9 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     The compiled wrapper shares the original's parameters (named with a ``_orig_mod.`` prefix); laws are
     found and monitored on the original module, whose names they use.
     """
-    while isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-        model = model._orig_mod
+    inner = getattr(model, "_orig_mod", None)
+    while isinstance(inner, torch.nn.Module):
+        model, inner = inner, getattr(inner, "_orig_mod", None)
     return model
 
 

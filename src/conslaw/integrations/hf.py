@@ -22,7 +22,7 @@ first, so :meth:`LawMonitorCallback.add_to` puts the callback before them; passe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,7 +59,7 @@ class LawMonitorCallback(TrainerCallback, MonitorResults):
         self.laws, self.every_n_steps, self.loss, self.log = laws, every_n_steps, loss, log
         self.estimate_constants, self.find_kwargs = estimate_constants, find_kwargs
         self.monitor: LawMonitor | None = None
-        self._remove = None
+        self._remove: Callable[[], None] | None = None
         self._logged = 0
 
     def __repr__(self) -> str:

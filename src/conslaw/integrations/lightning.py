@@ -18,7 +18,7 @@ logger of the trainer), plus a histogram of log10 relative errors to loggers tha
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ try:
     from lightning.pytorch import Callback
 except ImportError:  # the standalone package
     try:
-        from pytorch_lightning import Callback
+        from pytorch_lightning import Callback  # type: ignore[assignment]
     except ImportError as exc:
         raise ImportError("conslaw.integrations.lightning needs PyTorch Lightning: pip install 'conslaw[lightning]'"
                           ) from exc
@@ -62,7 +62,7 @@ class LawMonitorCallback(Callback, MonitorResults):
         self.laws, self.every_n_steps, self.loss, self.module = laws, every_n_steps, loss, module
         self.log, self.estimate_constants, self.find_kwargs = log, estimate_constants, find_kwargs
         self.monitor: LawMonitor | None = None
-        self._remove = None
+        self._remove: Callable[[], None] | None = None
         self._records = 0
 
     def __repr__(self) -> str:
@@ -95,7 +95,8 @@ class LawMonitorCallback(Callback, MonitorResults):
         """With ``laws="auto"``: find the laws on the first batch, before the first step."""
         if self.monitor is None:
             self._start(trainer, pl_module, batch)
-        self._records = len(self.monitor.values)
+        if self.monitor is not None:
+            self._records = len(self.monitor.values)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Store the batch's loss with the record it ended with, and log."""
@@ -109,7 +110,7 @@ class LawMonitorCallback(Callback, MonitorResults):
             pl_module.log_dict(scalars(monitor), on_step=True, on_epoch=False)
             log_errors = np.log10(np.maximum(monitor.last_errors(), FLOOR))
             for logger in trainer.loggers:
-                experiment = getattr(logger, "experiment", None)
+                experiment: Any = getattr(logger, "experiment", None)
                 if hasattr(experiment, "add_histogram"):
                     experiment.add_histogram("conslaw/log10_relative_error", log_errors, trainer.global_step)
 

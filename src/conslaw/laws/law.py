@@ -108,8 +108,8 @@ class QuadraticLaw(Law):
     ``quad`` = (i, j, c) and ``lin`` = (k, l) are long / float64 tensors.
     """
 
-    quad: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(default=None, repr=False)
-    lin: tuple[torch.Tensor, torch.Tensor] = field(default=None, repr=False)
+    quad: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
+    lin: tuple[torch.Tensor, torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
 
     @classmethod
     def build(cls, name: str, formula: str, params: Sequence[str],

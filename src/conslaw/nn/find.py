@@ -176,12 +176,14 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
 def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Findings:
     """Every candidate law of the traced model: handlers, then the law families."""
     graph, space = analysis.graph, analysis.space
+    if graph is None:
+        raise ConslawError("collect needs a traced model analysis", "call analyse(..., traced=True)")
     findings = Findings()
     for node in graph.nodes:
         module = graph.module_of(node)
         handler = registry.handler_for(module) if module is not None else None
-        if handler is not None:
-            handler.laws(node.target, module, space, findings)
+        if handler is not None and module is not None:
+            handler.laws(str(node.target), module, space, findings)
     unknown_modules(analysis, registry, findings)
     rescaling_laws(graph, space, findings, registry.handler_for)
     handwritten_attention_laws(graph, space, findings)
@@ -231,8 +233,11 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
 def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings: Findings) -> None:
     """Parametric leaf modules that no family or handler knows: warn, raise or stay silent (registry's mode)."""
     seen = set()
-    for node in analysis.graph.nodes:
-        module = analysis.graph.module_of(node)
+    graph = analysis.graph
+    if graph is None:
+        return
+    for node in graph.nodes:
+        module = graph.module_of(node)
         if module is None or node.target in seen or not any(True for _ in module.parameters(recurse=False)):
             continue
         seen.add(node.target)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conslaw.errors import ConslawError
 from conslaw.monitor import LawMonitor
 from conslaw.nn import find_laws
 
@@ -110,6 +111,8 @@ def test_lightning_grad_accumulation_and_manual_optimization(tmp_path):
     plain = plain_loop(laws, accumulate=2)
     assert accumulated.monitor.steps == STEPS // 2
     np.testing.assert_allclose(accumulated.relative_errors(), plain.relative_errors(), rtol=0, atol=1e-10)
+    with pytest.raises(ConslawError, match="module="):
+        fit(LawMonitorCallback(laws=laws), tmp_path / "wrong")  # laws of the inner net, module not given
     manual = LawMonitorCallback(laws=laws, module="net", every_n_steps=5)
     fit(manual, tmp_path / "manual", manual=True)
     assert manual.monitor.steps == STEPS and list(manual.monitor.recorded_steps) == [0, 5, 10, 15, 20]

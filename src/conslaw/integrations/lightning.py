@@ -75,6 +75,12 @@ class LawMonitorCallback(Callback, MonitorResults):
     def _start(self, trainer: Any, pl_module: torch.nn.Module, batch: Any) -> None:
         network = self._network(pl_module)
         laws = resolve_laws(network, self.laws, batch, self.loss, self.find_kwargs)
+        names = {n for n, _ in network.named_parameters()}
+        foreign = [p for law in laws for p in law.params if p not in names]
+        if foreign:
+            raise ConslawError(f"the laws use parameters such as {foreign[0]!r} that {type(network).__name__} does "
+                               "not have", "pass module='<attribute>' when the laws were found on the network "
+                               "inside the LightningModule (e.g. module='net'), or laws='auto'")
         self.monitor = LawMonitor(network, laws, every_n_steps=self.every_n_steps,
                                   estimate_constants=self.estimate_constants)
         monitored = {id(p) for p in network.parameters()}

@@ -93,3 +93,23 @@ def test_hf_trainer_records_every_step_like_a_plain_loop_and_logs_to_tensorboard
     assert sorted(worst) == [5, 10, 15, 20]
     for step, value in worst.items():
         assert value == pytest.approx(plain.relative_errors()[step].max(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_hf_trainer_gradient_accumulation_records_each_real_update(tmp_path):
+    model = bert()
+    laws = [c.law for c in find_laws(bert(), {"input_ids": Examples().ids[:BATCH]}, "cross_entropy",
+                                     numeric=False, batches=2).exact()]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=BATCH // 2, gradient_accumulation_steps=2,
+        max_steps=STEPS, use_cpu=True, lr_scheduler_type="constant", max_grad_norm=0.0, report_to=[],
+        save_strategy="no", disable_tqdm=True, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WD)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Examples(), optimizers=(opt, None))
+    callback = LawMonitorCallback(laws=laws, every_n_steps=4).add_to(trainer)
+    trainer.train()
+    # 20 updates of 2 micro-batches of 2 = the plain loop's 20 steps of 4 (mean losses: the same gradients)
+    assert callback.monitor.steps == STEPS and list(callback.monitor.recorded_steps) == [0, 4, 8, 12, 16, 20]
+    plain = plain_loop(laws)
+    np.testing.assert_allclose(callback.relative_errors(corrected=False),
+                               plain.relative_errors(corrected=False)[::4], rtol=0, atol=1e-10)

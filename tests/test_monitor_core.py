@@ -104,6 +104,14 @@ def test_every_n_steps_records_the_same_values_at_those_steps_and_losses():
     np.testing.assert_array_equal(each.last_errors(), each.relative_errors()[-1])
     with pytest.raises(ConslawError, match="every_n_steps"):
         LawMonitor(model, laws, every_n_steps=0)
+    # a loss set at a step that is not recorded does not leak into the next record
+    manual = LawMonitor(model, laws, every_n_steps=2)
+    manual.set_loss(1.5)
+    manual.step(lr=0.05)
+    manual.step(lr=0.05)
+    manual.step(lr=0.05, loss=2.5)
+    manual.step(lr=0.05, loss=3.5)
+    assert np.isnan(manual.losses[1]) and manual.losses[2] == 3.5
 
 
 def test_history_grows_by_doubling_and_keeps_rows():

@@ -245,7 +245,8 @@ class LawMonitor:
         return {n: math.exp(lam) for n, lam in self.Lambda.items()} if any(self.Lambda.values()) else None
 
     def set_loss(self, loss: float | torch.Tensor) -> None:
-        """The loss of the coming step: the next record stores it (for ``attach``: call before ``step()``).
+        """The loss of the coming step, stored with it if that step is recorded (for ``attach``: call before
+        ``optimizer.step()``).
 
         A tensor is kept as is and read (``float``) only when a record is made, so that steps that are not
         recorded cost no device synchronisation.
@@ -332,6 +333,7 @@ class LawMonitor:
         self._tau2 = math.nan if lr is None else self._tau2 + float(lr) ** 2
         if self.steps % self.every_n_steps == 0:
             self.record(grad_sq=self._grad_sq() if self.estimate_constants else math.nan)
+        self._pending_loss = None  # a loss belongs to its own step only
 
     def _grad_sq(self) -> float:
         """|grad L|^2 over the monitored parameters' current gradients (NaN when there are none)."""

@@ -46,12 +46,17 @@ def test_monitor_values_equal_direct_evaluation_and_sgd_error_is_small():
 def test_monitor_weight_decay_correction_undoes_pure_decay():
     model, laws = mlp_and_laws()
     monitor = LawMonitor(model, laws, weight_decay=0.1)
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     with torch.no_grad():  # a step with zero gradient: theta <- (1 - lr wd) theta
         for p in model.parameters():
             p.mul_(1 - 0.5 * 0.1)
     monitor.step(lr=0.5)
     assert monitor.relative_errors(corrected=True)[-1].max() < 1e-14
-    assert monitor.relative_errors(corrected=False)[-1].max() == pytest.approx(1 - 0.95 ** 2)
+    # every (quadratic) law scales by 0.95^2: error (1 - 0.95^2) |h_0| / max(|h_0|, sum of |terms| at theta_0)
+    h0 = np.array([float(law.value(theta0)) for law in laws])
+    s0 = np.array([float((law.quad[2] * theta0[law.quad[0]] * theta0[law.quad[1]]).abs().sum()) for law in laws])
+    np.testing.assert_allclose(monitor.relative_errors(corrected=False)[-1, :len(laws)],
+                               (1 - 0.95 ** 2) * np.abs(h0) / np.maximum(np.abs(h0), s0), rtol=1e-10)
 
 
 def test_monitor_refuses_laws_of_another_model():
@@ -203,6 +208,7 @@ def test_squared_norms_along_an_axis(shape, axis):
 
 def test_monitor_exports_table_csv_json_plot_and_frobenius_groups(tmp_path):
     model, laws = mlp_and_laws()
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     monitor = LawMonitor(model, laws, groups={"first two": [0, 1]})
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     x, y = torch.randn(8, 3), torch.randn(8, 2)
@@ -214,7 +220,9 @@ def test_monitor_exports_table_csv_json_plot_and_frobenius_groups(tmp_path):
         monitor.step(lr=1e-2, loss=float(loss.detach()))
     errors = monitor.relative_errors()
     values = np.array(monitor.values)
-    frob = np.linalg.norm(values[-1, :2] - values[0, :2]) / np.linalg.norm(values[0, :2])
+    # Frobenius error over the entries' denominators max(|h_0|, sum of |terms| at theta_0)
+    s0 = np.array([float((law.quad[2] * theta0[law.quad[0]] * theta0[law.quad[1]]).abs().sum()) for law in laws[:2]])
+    frob = np.linalg.norm(values[-1, :2] - values[0, :2]) / np.linalg.norm(np.maximum(np.abs(values[0, :2]), s0))
     assert errors.shape == (4, len(laws) + 1) and errors[-1, -1] == pytest.approx(frob)
     monitor.to_csv(tmp_path / "laws.csv")
     monitor.to_json(tmp_path / "laws.json")

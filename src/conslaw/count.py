@@ -41,6 +41,20 @@ class CountResult:
     threads: int | None = None
     warnings: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        known = "" if self.known_laws is None else f", known_laws={self.known_laws}"
+        return (f"CountResult({self.arch.label}: D={self.lie.D}, dim Lie={self.lie.dim}, "
+                f"num_laws={self.num_laws}{known}, fields={self.fields})")
+
+    def _repr_html_(self) -> str:
+        from .display import law_rows, laws_table
+
+        caption = (f"{self.arch.label}: D = {self.lie.D}, dim Lie(W) = {self.lie.dim}, "
+                   f"{self.num_laws} conservation laws (Thm 2.11)")
+        laws = self.arch.laws if isinstance(self.arch.laws, list) else []
+        return laws_table(law_rows(laws), caption + ("; the catalog's closed forms:" if laws else ""),
+                          ("name", "formula"))
+
     @property
     def lie_laws(self) -> int:
         """D - dim Lie(W)(theta), computed by the engine without being told the answer (Thm 2.11)."""
@@ -153,8 +167,8 @@ def _count(arch: Architecture, fields: str | None, flow: str, init: str, seed: i
             residual = float(laws.residuals(source, theta, generator=torch.Generator().manual_seed(seed)).max())
             if residual > 1e-8:
                 warnings.append(f"a catalog law is not orthogonal to the fields (residual {residual:.2e})")
-    return CountResult(arch=arch, block=source.block if block else None, fields=source.label, flow=flow,
-                       init=init, lie=lie,
+    return CountResult(arch=arch, block=source.block if block else None,  # type: ignore[attr-defined]
+                       fields=source.label, flow=flow, init=init, lie=lie,
                        known_laws=known, known_gap=known_gap, max_law_residual=residual,
                        seconds=time.perf_counter() - start, derivative_check=check, warnings=warnings)
 

@@ -170,6 +170,17 @@ class Discovery:
     basis_size: int = 0
     derivative_check: DerivativeCheck | None = None
 
+    def __repr__(self) -> str:
+        return (f"Discovery(D={self.D}, degree {self.degree}: {self.num_laws} laws, lie_laws={self.lie_laws}, "
+                f"complete={self.complete})")
+
+    def _repr_html_(self) -> str:
+        from .display import law_rows, laws_table
+
+        certified = "" if self.lie_laws is None else f" of D - dim Lie = {self.lie_laws}"
+        caption = f"{self.num_laws} polynomial laws of degree <= {self.degree}{certified} (D = {self.D})"
+        return laws_table(law_rows(self.laws), caption, ("name", "formula"))
+
     @property
     def num_laws(self) -> int:
         """Independent polynomial laws found (rank of their gradients at a random theta)."""
@@ -205,7 +216,7 @@ class Discovery:
         if self.complete:
             return (f"complete: {self.num_laws} independent polynomial laws of degree <= {self.degree} "
                     f"= D - dim Lie = {self.lie_laws}")
-        if self.num_laws < self.lie_laws:
+        if self.lie_laws is not None and self.num_laws < self.lie_laws:
             return (f"incomplete: {self.num_laws} polynomial laws of degree <= {self.degree} but "
                     f"D - dim Lie = {self.lie_laws}: {self.lie_laws - self.num_laws} more law(s) of higher "
                     "degree or not polynomial exist")
@@ -281,7 +292,9 @@ def _discover(source: FieldSource, degree: int, homogeneous: bool, init: str, se
     order = sorted(range(len(echelon)), key=lambda k: max(len(mono_list[j]) for j in np.flatnonzero(
         np.abs(echelon[k]) > 1e-10)))
     thetas = [space.sample(init, torch.Generator().manual_seed(seed + 1 + k)) for k in range(2)]
-    coefficients, laws, grads = [], [], [torch.zeros(0, D, dtype=torch.float64) for _ in thetas]
+    coefficients: list = []
+    laws: list = []
+    grads = [torch.zeros(0, D, dtype=torch.float64) for _ in thetas]
     for k in order:
         row = echelon[k]
         coef = {mono_list[j]: snap(float(row[j])) for j in np.flatnonzero(np.abs(row) > 1e-10)}
@@ -332,7 +345,10 @@ def polynomial_law(space, coef: dict[tuple[int, ...], float | Fraction], index: 
     terms = [(torch.tensor(m, dtype=torch.long), float(c)) for m, c in coef.items()]
 
     def value(theta: torch.Tensor) -> torch.Tensor:
-        return sum(c * theta[m].prod() for m, c in terms)
+        total = torch.zeros((), dtype=theta.dtype)
+        for m, c in terms:  # in order, as sum() would
+            total = total + c * theta[m].prod()
+        return total
 
     return Law(name=f"law {index}", formula=formula, params=params, value_fn=value, origin="discovered",
                latex=latex, family="discovered")

@@ -18,6 +18,18 @@ from .errors import ConslawError
 DTYPE = torch.float64
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``torch.compile``d model wraps (its ``_orig_mod``), else ``model`` itself.
+
+    The compiled wrapper shares the original's parameters (named with a ``_orig_mod.`` prefix); laws are
+    found and monitored on the original module, whose names they use.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    while isinstance(inner, torch.nn.Module):
+        model, inner = inner, getattr(inner, "_orig_mod", None)
+    return model
+
+
 class ParamSpace:
     """Named parameter shapes and the flat layout theta in R^D.
 

@@ -45,6 +45,9 @@ class Architecture:
     #: piecewise-linear model (biases put region boundaries away from the origin)
     multiscale_inputs: bool = False
 
+    def __repr__(self) -> str:
+        return f"Architecture({self.label}: D={self.space.D})"
+
     def sample_input(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Random inputs x for the model fields (Gaussian, or a Gaussian scale mixture)."""
         return gaussian_inputs(n, self.input_shape, generator, multiscale=self.multiscale_inputs)

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..params import DTYPE, ParamSpace
@@ -61,7 +63,7 @@ def gram_law(name: str, left_a: list[Slot], left_b: list[Slot], right_a: list[Sl
         minus=[(x.index, y.index) for x, y in zip(right_a, right_b, strict=True)], **structure)
 
 
-def linear_law(name: str, slots: list[Slot], minus: list[Slot] = (), **structure) -> QuadraticLaw:
+def linear_law(name: str, slots: Sequence[Slot], minus: Sequence[Slot] = (), **structure) -> QuadraticLaw:
     """The sum of the entries of ``slots`` minus the sum of those of ``minus`` (a translation law).
 
     Args:
@@ -70,7 +72,7 @@ def linear_law(name: str, slots: list[Slot], minus: list[Slot] = (), **structure
         minus: the slots subtracted.
         **structure: declared fields of :class:`~conslaw.laws.Law`.
     """
-    minus = list(minus)
+    slots, minus = list(slots), list(minus)
     formula = " + ".join(f"sum({s.text})" for s in slots) + "".join(f" - sum({s.text})" for s in minus)
     index = torch.cat([s.index for s in slots + minus])
     signs = torch.cat([torch.full((s.index.numel(),), 1.0 if k < len(slots) else -1.0, dtype=DTYPE)

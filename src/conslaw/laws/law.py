@@ -91,7 +91,14 @@ class Law:
                 "head": self.head, "matrix": self.matrix}
 
     def __repr__(self) -> str:
-        return f"Law({self.name!r}: {self.formula})"
+        from ..display import truncate
+
+        return f"Law({self.name!r}: {truncate(self.formula)})"
+
+    def _repr_latex_(self) -> str:
+        from ..display import law_latex
+
+        return f"${law_latex(self)}$"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -101,8 +108,8 @@ class QuadraticLaw(Law):
     ``quad`` = (i, j, c) and ``lin`` = (k, l) are long / float64 tensors.
     """
 
-    quad: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(default=None, repr=False)
-    lin: tuple[torch.Tensor, torch.Tensor] = field(default=None, repr=False)
+    quad: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
+    lin: tuple[torch.Tensor, torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
 
     @classmethod
     def build(cls, name: str, formula: str, params: Sequence[str],

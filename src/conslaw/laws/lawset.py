@@ -38,6 +38,12 @@ class LawSet:
     def __repr__(self) -> str:
         return f"LawSet({len(self.laws)} laws on D={self.space.D})"
 
+    def _repr_html_(self) -> str:
+        from ..display import law_rows, laws_table
+
+        return laws_table(law_rows(self.laws), f"{len(self.laws)} laws on D = {self.space.D}",
+                          ("name", "formula", "family"))
+
     def values(self, theta: torch.Tensor) -> torch.Tensor:
         """h(theta) for every law."""
         return torch.stack([law.value(theta) for law in self.laws]) if self.laws else torch.zeros(0)

@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..derivative_check import DerivativeCheck, checked_derivatives
 from ..errors import ConslawError
 from ..lie import lie_trace_dimension
+from ..params import unwrap_model
 from ..rank import GroupTooLarge, sparse_rank
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
@@ -61,6 +62,20 @@ class ModelLaws:
     derivative_check: DerivativeCheck | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        exact = sum(c.status == "exact" for c in self.laws)
+        lie = "" if self.lie_laws is None else f", lie_laws={self.lie_laws}"
+        return (f"ModelLaws({self.model_name}: D={self.D}, {len(self.laws)} laws ({exact} exact), "
+                f"named_laws={self.named_laws}{lie}, loss={self.loss})")
+
+    def _repr_html_(self) -> str:
+        from ..display import law_rows, laws_table
+
+        lie = "" if self.lie_laws is None else f", D - dim Lie = {self.lie_laws}"
+        caption = (f"{self.model_name}: D = {self.D:,}, {self.named_laws} independent exact laws named{lie}; "
+                   f"{len(self.uncovered_params)} parameters without a law")
+        return laws_table(law_rows(self.laws), caption, ("name", "formula", "family", "status", "residual"))
 
     @property
     def numeric_laws(self) -> int | None:
@@ -122,7 +137,20 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
               seed: int = 0, numeric: bool | None = None, name: str | None = None,
               handlers: HandlerRegistry | None = None, max_memory: float | None = None,
               front_end: str = "auto") -> ModelLaws:
-    """Find, verify and count the conservation laws of ``model`` (see the module docstring).
+    """Find, verify and count the conservation laws of ``model``.
+
+    A law h is conserved by gradient flow when grad h(theta) is orthogonal to every loss-gradient field
+    (Prop 2.3) and to their Lie brackets (Prop 2.9). ``find_laws`` traces the model (torch.fx, or torch.export
+    for Hugging Face models), collects the known families (rescaling of ReLU-like units, eq. 17; attention
+    Q Q^T - K K^T; normalization; softmax translation; handlers of leaf modules), verifies every candidate
+    on the model's own loss-gradient fields at theta and at a perturbed point (``exact``, ``approximate``
+    with a known cause, or ``failed``), and counts ``named_laws``, the independent exact ones, against
+    ``lie_laws`` = D - dim Lie(W)(theta) (Thm 2.11) for models up to 4000 parameters. A ``torch.compile``d
+    model is analysed through its original module.
+
+        >>> found = conslaw.find_laws(model, x, "cross_entropy")
+        >>> found.named_laws, found.lie_laws, found.exact()[:3]
+        >>> monitor = conslaw.LawMonitor(model, found.exact())
 
     Attention runs with the math kernel of scaled_dot_product_attention: the
     fused CPU kernels have no forward-mode derivative, which the Lie brackets need.
@@ -141,6 +169,7 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
     """
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ConslawError(f"batches must be an integer >= 1, got {batches!r}", "use the default 6")
+    model = unwrap_model(model)  # a torch.compile'd model: its original module (same parameters)
     with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*batching rule.*")
         return _find_laws(model, example_input, loss, batches, seed, numeric, name,
@@ -150,12 +179,14 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
 def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Findings:
     """Every candidate law of the traced model: handlers, then the law families."""
     graph, space = analysis.graph, analysis.space
+    if graph is None:
+        raise ConslawError("collect needs a traced model analysis", "call analyse(..., traced=True)")
     findings = Findings()
     for node in graph.nodes:
         module = graph.module_of(node)
         handler = registry.handler_for(module) if module is not None else None
-        if handler is not None:
-            handler.laws(node.target, module, space, findings)
+        if handler is not None and module is not None:
+            handler.laws(str(node.target), module, space, findings)
     unknown_modules(analysis, registry, findings)
     rescaling_laws(graph, space, findings, registry.handler_for)
     handwritten_attention_laws(graph, space, findings)
@@ -207,8 +238,11 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
 def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings: Findings) -> None:
     """Parametric leaf modules that no family or handler knows: warn, raise or stay silent (registry's mode)."""
     seen = set()
-    for node in analysis.graph.nodes:
-        module = analysis.graph.module_of(node)
+    graph = analysis.graph
+    if graph is None:
+        return
+    for node in graph.nodes:
+        module = graph.module_of(node)
         if module is None or node.target in seen or not any(True for _ in module.parameters(recurse=False)):
             continue
         seen.add(node.target)

@@ -62,7 +62,14 @@ class CheckedLaw:
                 "cause": self.law.approximate_cause if self.approximate else None}
 
     def __repr__(self) -> str:
-        return f"CheckedLaw({self.status}, residual {self.max_residual:.1e}: {self.law.formula})"
+        from ..display import truncate
+
+        return f"CheckedLaw({self.status}, residual {self.max_residual:.1e}: {truncate(self.law.formula)})"
+
+    def _repr_latex_(self) -> str:
+        from ..display import law_latex
+
+        return f"${law_latex(self.law)}$ ({self.status}, residual {self.max_residual:.1e})"
 
 
 def classify(law: Law, residual: float) -> str:

@@ -1,6 +1,7 @@
 """The engine's linear algebra and thread policy (issue 13): one-pass projection with a selective second
 pass, and intra-op threads chosen from the op size and the machine's load, the caller's setting restored."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from conslaw.errors import ConslawError
 from conslaw.laws.builders import balance_law
 from conslaw.laws.slots import Slot
 from conslaw.lie import lie_trace_dimension
+from conslaw.rank import GroupTooLarge, sparse_rank
 from conslaw.threads import SMALL_D, engine_threads, free_cores, policy_threads
 from test_mutation_kills import ConstantFields
 
@@ -125,3 +127,49 @@ def test_count_warns_when_a_catalog_law_is_not_orthogonal_to_the_fields():
     bad = count(arch)
     assert bad.num_laws == 6 and bad.max_law_residual > 1e-3
     assert any("a catalog law is not orthogonal to the fields" in w for w in bad.warnings)
+
+
+def _sparse_rows(dense: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    rows = []
+    for row in dense:
+        support = np.flatnonzero(row)
+        rows.append((torch.as_tensor(support), torch.as_tensor(row[support])))
+    return rows
+
+
+def test_sparse_rank_of_wide_groups_equals_the_dense_rank():
+    # 300 columns: 40 rows with disjoint supports (translation-like), 12 rows across them (rescaling-like),
+    # 3 of the 12 replaced by combinations of others (one of disjoint rows only): rank 40 + 12 - 3 = 49
+    rng = np.random.default_rng(0)
+    disjoint = np.zeros((40, 300))
+    for k in range(40):
+        disjoint[k, 7 * k:7 * k + 5] = rng.standard_normal(5)
+    wide = rng.standard_normal((12, 300)) * (rng.random((12, 300)) < 0.3)
+    wide[9] = disjoint[3] - 2 * disjoint[17] + 0.5 * disjoint[30]
+    wide[10] = wide[0] + disjoint[5]
+    wide[11] = 3 * wide[1] - wide[2]
+    dense = np.vstack([disjoint, wide])
+    assert np.linalg.matrix_rank(dense) == 49
+    rows = _sparse_rows(dense)
+    assert sparse_rank(rows, 300) == 49  # one dense block
+    assert sparse_rank(rows, 300, max_dense_bytes=1) == 49  # disjoint rows taken out, the rest sketched
+
+
+def test_sparse_rank_sketch_keeps_the_rank_threshold():
+    # a rest block whose 6th row is another row + 1e-12 noise (dependent at rtol 1e-8) and whose 5th row is a
+    # row + 1e-5 perturbation (independent): the sketch must decide both as the SVD of the rows does
+    rng = np.random.default_rng(1)
+    rest = rng.standard_normal((6, 2000))
+    rest[4] = rest[0] + 1e-5 * rng.standard_normal(2000)
+    rest[5] = rest[1] + 1e-12 * rng.standard_normal(2000)
+    assert sparse_rank(_sparse_rows(rest), 2000) == 5
+    assert sparse_rank(_sparse_rows(rest), 2000, max_dense_bytes=1) == 5
+
+
+def test_sparse_rank_refuses_a_rest_too_large_to_sketch(monkeypatch):
+    import conslaw.rank as rank_module
+
+    monkeypatch.setattr(rank_module, "MAX_SKETCH_ROWS", 3)
+    rng = np.random.default_rng(2)
+    with pytest.raises(GroupTooLarge, match="4 rows sharing 50 coordinates after removing 1 disjoint"):
+        sparse_rank(_sparse_rows(rng.standard_normal((5, 50))), 50, max_dense_bytes=1)

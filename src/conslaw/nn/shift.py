@@ -25,7 +25,7 @@ import operator
 import torch.fx as fx
 from torch import nn
 
-from ..laws import Slot, linear_law, unit_slot
+from ..laws import Slot, balance_law, linear_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
 from .ops import DROPOUT, is_add, is_shape_query
@@ -127,10 +127,44 @@ def shift_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
         if any(_out_shape(graph, w) is None or _out_shape(graph, w)[-1] != units for w in writers):
             continue
         shared = set(graph.tied().values())  # a tied parameter is read elsewhere too (GPT-2's wte and lm_head)
-        for writer in sorted(writers, key=graph.nodes.index):
+        ordered = sorted(writers, key=graph.nodes.index)
+        stream_scale_law(graph, space, ordered, readers, shared, findings)
+        for writer in ordered:
             for label, slots in _writer_slots(graph, writer, space) or []:
                 if any(slot.name in shared for slot in slots):
                     continue
                 findings.laws.append(linear_law(f"{label} (shift removed by "
                                                 f"{', '.join(sorted(r.target for r in readers))})", slots,
                                                 family=FAMILY, module=str(writer.target)))
+
+
+def _whole_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[Slot] | None:
+    """Every parameter of a writer, as whole slots (its output is linear in them), or None."""
+    if node.op == "get_attr" and node.target in space.shapes:
+        return [unit_slot(space, node.target, 0, slice(0, space.shapes[node.target][0]))]
+    if node.op != "call_module":
+        return None
+    m, name = graph.module_of(node), node.target
+    if isinstance(m, nn.MultiheadAttention):
+        name = f"{name}.out_proj"
+    elif not isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+        return None
+    names = [f"{name}.{p}" for p in ("weight", "bias") if f"{name}.{p}" in space.shapes]
+    return [unit_slot(space, p, 0, slice(0, space.shapes[p][0])) for p in names] or None
+
+
+def stream_scale_law(graph: Graph, space: ParamSpace, writers: list[fx.Node], readers: set[fx.Node],
+                     shared: set[str], findings: Findings) -> None:
+    """``scale-invariance`` of a stream read only by LayerNorms: scaling every writer's parameters by c > 0 scales
+    the stream by c, which the LayerNorms remove up to their eps: sum_writers |w|^2 is conserved approximately
+    (exactly at eps = 0). A single Linear writer is left to :mod:`conslaw.nn.normalization`."""
+    if len(writers) == 1 and writers[0].op == "call_module" and isinstance(graph.module_of(writers[0]), nn.Linear):
+        return
+    slots = [_whole_slots(graph, w, space) for w in writers]
+    if any(s is None for s in slots) or any(slot.name in shared for s in slots for slot in s):
+        return
+    names = ", ".join(sorted(r.target for r in readers))
+    eps = max(graph.module_of(r).eps for r in readers)
+    findings.laws.append(balance_law(f"stream scale (normalized by {names})", [x for s in slots for x in s], [],
+                                     family="scale-invariance", module=str(writers[0].target), approximate_cause=(
+                                         f"LayerNorm eps={eps:g}: scale invariant only up to O(eps / variance)")))

@@ -30,7 +30,9 @@ from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
 from .embeddings import embedding_laws
 from .findings import Findings
+from .gated import gated_laws
 from .normalization import normalization_laws
+from .norms import is_rmsnorm
 from .ops import KNOWN_PARAMETRIC
 from .registry import HandlerRegistry
 from .rescaling import rescaling_laws
@@ -162,6 +164,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     embedding_laws(graph, space, findings)
     shift_laws(graph, space, findings)
     encoder_stream_laws(graph, space, findings)
+    gated_laws(graph, space, findings)
     if loss == "cross_entropy":
         softmax_laws(graph, space, findings)
     return findings
@@ -217,7 +220,7 @@ def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings
         if module is None or node.target in seen or not any(True for _ in module.parameters(recurse=False)):
             continue
         seen.add(node.target)
-        if isinstance(module, KNOWN_PARAMETRIC) or registry.handler_for(module) is not None:
+        if isinstance(module, KNOWN_PARAMETRIC) or is_rmsnorm(module) or registry.handler_for(module) is not None:
             continue
         message = (f"{node.target} ({type(module).__name__}) has no law handler: its parameters get no law of "
                    "their own")

@@ -12,6 +12,9 @@ add its own per-token constant c(x) 1 without changing the model:
 - a LayerNorm affine writer gamma * n + beta: sum_d beta_d;
 - an ``nn.MultiheadAttention``: its out_proj, as a Linear writer.
 
+A stream read only by LayerNorms and RMSNorms has a ``scale-invariance`` law (every writer
+scaled by c > 0; approximate because of eps); with an RMSNorm among its readers no translation law.
+
 This covers a Linear directly before a LayerNorm, the residual stream of a
 pre-LN Transformer (every block writes into it, and LayerNorms are its only
 readers besides the additions), and post-LN sums x + f(x) when x itself is a
@@ -28,6 +31,7 @@ from torch import nn
 from ..laws import Slot, balance_law, linear_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
+from .norms import is_feature_norm, is_rmsnorm, norm_eps
 from .ops import DROPOUT, is_add, is_shape_query
 from .trace import Graph
 
@@ -90,6 +94,10 @@ def _out_shape(graph: Graph, node: fx.Node) -> tuple[int, ...] | None:
     return shape
 
 
+def _module(graph: Graph, node: fx.Node) -> nn.Module | None:
+    return graph.module_of(node) if node.op == "call_module" else None
+
+
 def _reads_as_layernorm(graph: Graph, node: fx.Node, units: int) -> bool:
     m = graph.module_of(node) if node.op == "call_module" else None
     return isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (units,)
@@ -122,13 +130,15 @@ def shift_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
         if not readers or shape is None:
             continue
         units = shape[-1]
-        if not all(_reads_as_layernorm(graph, r, units) for r in readers):
-            continue
+        if not all(is_feature_norm(_module(graph, r), units) for r in readers):
+            continue  # a reader that is not a LayerNorm / RMSNorm over the features: no law
         if any(_out_shape(graph, w) is None or _out_shape(graph, w)[-1] != units for w in writers):
             continue
         shared = set(graph.tied().values())  # a tied parameter is read elsewhere too (GPT-2's wte and lm_head)
         ordered = sorted(writers, key=graph.nodes.index)
         stream_scale_law(graph, space, ordered, readers, shared, findings)
+        if not all(_reads_as_layernorm(graph, r, units) for r in readers):
+            continue  # an RMSNorm reader keeps the mean: no translation law
         for writer in ordered:
             for label, slots in _writer_slots(graph, writer, space) or []:
                 if any(slot.name in shared for slot in slots):
@@ -147,7 +157,7 @@ def _whole_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[Slot] |
     m, name = graph.module_of(node), node.target
     if isinstance(m, nn.MultiheadAttention):
         name = f"{name}.out_proj"
-    elif not isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+    elif not isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)) and not is_rmsnorm(m):
         return None
     names = [f"{name}.{p}" for p in ("weight", "bias") if f"{name}.{p}" in space.shapes]
     return [unit_slot(space, p, 0, slice(0, space.shapes[p][0])) for p in names] or None
@@ -155,16 +165,18 @@ def _whole_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[Slot] |
 
 def stream_scale_law(graph: Graph, space: ParamSpace, writers: list[fx.Node], readers: set[fx.Node],
                      shared: set[str], findings: Findings) -> None:
-    """``scale-invariance`` of a stream read only by LayerNorms: scaling every writer's parameters by c > 0 scales
-    the stream by c, which the LayerNorms remove up to their eps: sum_writers |w|^2 is conserved approximately
-    (exactly at eps = 0). A single Linear writer is left to :mod:`conslaw.nn.normalization`."""
+    """``scale-invariance`` of a stream read only by LayerNorms or RMSNorms.
+
+    Scaling every writer's parameters by c > 0 scales the stream by c, which the normalizations remove up to
+    their eps: sum_writers |w|^2 is conserved approximately (exactly at eps = 0). A single Linear writer is
+    left to :mod:`conslaw.nn.normalization`."""
     if len(writers) == 1 and writers[0].op == "call_module" and isinstance(graph.module_of(writers[0]), nn.Linear):
         return
     slots = [_whole_slots(graph, w, space) for w in writers]
     if any(s is None for s in slots) or any(slot.name in shared for s in slots for slot in s):
         return
     names = ", ".join(sorted(r.target for r in readers))
-    eps = max(graph.module_of(r).eps for r in readers)
+    eps = max(norm_eps(graph.module_of(r)) for r in readers)
     findings.laws.append(balance_law(f"stream scale (normalized by {names})", [x for s in slots for x in s], [],
                                      family="scale-invariance", module=str(writers[0].target), approximate_cause=(
                                          f"LayerNorm eps={eps:g}: scale invariant only up to O(eps / variance)")))

@@ -1,0 +1,184 @@
+"""RMSNorm, gated MLPs (SwiGLU / GeGLU) and plain smooth MLPs: named laws vs the engine (issue 12, item 4).
+
+Every count is compared with the number written here (measured with the Lie engine at a generic point and
+explained in the comments); outside checks apply the symmetry to the parameters and run plain SGD.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conslaw import find_laws
+from conslaw.models import seeded
+
+
+class RMSHead(nn.Module):
+    """fc1 -> RMSNorm -> fc2 (6 -> 8 -> 3)."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.fc1, self.norm, self.fc2 = nn.Linear(6, 8), norm, nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(self.norm(self.fc1(x)))
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(x)) * up(x)), as Llama's MLP."""
+
+    def __init__(self, dim: int, hidden: int, act: nn.Module, bias: bool = False) -> None:
+        super().__init__()
+        self.gate, self.up = nn.Linear(dim, hidden, bias=bias), nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.act = act
+
+    def forward(self, x):
+        return self.down(self.act(self.gate(x)) * self.up(x))
+
+
+class TinyLlama(nn.Module):
+    """Embedding, one pre-norm SwiGLU block (no attention), final RMSNorm, mean over tokens, head."""
+
+    def __init__(self, norm, vocab: int = 12, dim: int = 6, hidden: int = 5, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.norm1, self.mlp, self.norm_f = norm(dim), GatedMLP(dim, hidden, nn.SiLU()), norm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        x = x + self.mlp(self.norm1(x))
+        return self.head(self.norm_f(x).mean(1))
+
+
+X = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
+IDS = torch.randint(0, 12, (4, 4), generator=torch.Generator().manual_seed(0))
+
+
+def counts(result):
+    out = {}
+    for c in result.laws:
+        out[(c.family, c.status)] = out.get((c.family, c.status), 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("eps,affine,exact,approximate", [
+    (1e-5, True, 17, 1),   # fc2 softmax translations 8 + 1, g_k vs fc2[:, k] 8; fc1 scale approximate
+    (1e-5, False, 9, 1),   # no weight: no rescaling through the norm
+    (0.0, True, 18, 0),    # the scale law is exact at eps = 0
+    (0.0, False, 10, 0),
+])
+def test_rmsnorm_scale_and_weight_laws_and_no_translation(eps, affine, exact, approximate):
+    model = seeded(lambda: RMSHead(nn.RMSNorm(8, eps=eps, elementwise_affine=affine)), 0)
+    result = find_laws(model, X, "cross_entropy")
+    c = counts(result)
+    assert c[("scale-invariance", "exact" if eps == 0 else "approximate")] == 1
+    assert c.get(("rescaling", "exact"), 0) == (8 if affine else 0)
+    # RMSNorm keeps the mean: nothing but the softmax translations of fc2
+    assert [law.module for law in result.laws if law.family.startswith("translation")] == ["fc2"] * 9
+    assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
+    assert result.numeric_gap > 1e3
+
+
+def test_a_shift_into_rmsnorm_changes_the_model_but_a_scale_does_not():
+    """Outside check of the claims above: fc1's output shifted by c 1 changes the logits (so no translation
+    law), scaled by c leaves them unchanged at eps = 0."""
+    model = seeded(lambda: RMSHead(nn.RMSNorm(8, eps=0.0)), 0).double()
+    x = X.double()
+    before = model(x)
+    with torch.no_grad():
+        model.fc1.bias.add_(0.5)
+    assert (model(x) - before).abs().max() > 1e-2
+    with torch.no_grad():
+        model.fc1.bias.sub_(0.5)
+        model.fc1.weight.mul_(3.0)
+        model.fc1.bias.mul_(3.0)
+    assert torch.allclose(model(x), before, atol=1e-13, rtol=0)
+
+
+def _llama_norms():
+    norms = [("nn.RMSNorm", lambda eps: (lambda d: nn.RMSNorm(d, eps=eps)))]
+    if importlib.util.find_spec("transformers") is not None:
+        from conslaw.vision import import_torchvision
+
+        import_torchvision()
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        norms.append(("LlamaRMSNorm", lambda eps: (lambda d: LlamaRMSNorm(d, eps=eps))))
+    return norms
+
+
+@pytest.mark.parametrize("norm_name,norm", _llama_norms())
+@pytest.mark.parametrize("eps,exact,approximate", [(1e-6, 24, 1), (0.0, 25, 0)])
+def test_tiny_llama_block_named_equals_the_engine(norm_name, norm, eps, exact, approximate):
+    result = find_laws(seeded(lambda: TinyLlama(norm(eps)), 0), IDS, "cross_entropy")
+    c = counts(result)
+    assert c[("rescaling (gated unit)", "exact")] == 5  # up[i] vs down[:, i], i < 5
+    assert c[("rescaling", "exact")] == 6 + 6  # norm1.weight[k] vs gate, up columns k; norm_f.weight[k] vs head
+    assert c[("scale-invariance", "exact" if eps == 0 else "approximate")] == 1  # embed + down, read by RMSNorms
+    assert c[("translation", "exact")] == 6 + 1  # the head before softmax; none into the RMSNorms
+    assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
+
+
+@pytest.mark.parametrize("act", [nn.SiLU(), nn.GELU()], ids=["swiglu", "geglu"])
+def test_gated_mlp_up_down_rescaling(act):
+    model = seeded(lambda: nn.Sequential(GatedMLP(6, 5, act, bias=True), nn.Linear(6, 3)), 0)
+    result = find_laws(model, X, "cross_entropy")
+    c = counts(result)
+    assert c[("rescaling (gated unit)", "exact")] == 5
+    # down -> the last Linear is a linear stream: 6 rescalings and 15 mixings; 6 + 1 softmax translations
+    assert (c[("rescaling", "exact")], c[("mixing (linear stream)", "exact")], c[("translation", "exact")]) == \
+        (6, 15, 7)
+    assert result.named_laws == result.lie_laws == 33
+
+
+def test_gated_symmetry_and_sgd_drift():
+    """up row i x 2 with down column i / 2 leaves the model unchanged, the gate row does not; under plain
+    float64 SGD the up/down law moves ~4x from lr to 2 lr (an exact law's discretisation drift) and |up|^2 ~2x."""
+    def build():
+        return seeded(lambda: nn.Sequential(GatedMLP(6, 5, nn.SiLU(), bias=True), nn.Linear(6, 3)), 0).double()
+
+    model, x = build(), X.double()
+    before = model(x)
+    with torch.no_grad():
+        model[0].up.weight[2].mul_(2.0)
+        model[0].up.bias[2].mul_(2.0)
+        model[0].down.weight[:, 2].div_(2.0)
+    assert torch.allclose(model(x), before, atol=1e-13, rtol=0)
+    with torch.no_grad():
+        model[0].gate.weight[2].mul_(2.0)
+        model[0].down.weight[:, 2].div_(2.0)
+    assert (model(x) - before).abs().max() > 1e-3
+
+    y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(2))
+
+    def drift(lr):
+        m = build()
+        up, down = m[0].up, m[0].down
+
+        def law():
+            with torch.no_grad():
+                return float(up.weight[1].square().sum() + up.bias[1] ** 2 - down.weight[:, 1].square().sum())
+        start, up0 = law(), float(up.weight.detach().square().sum())
+        opt = torch.optim.SGD(m.parameters(), lr=lr)
+        for _ in range(20):
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+        return law() - start, float(up.weight.detach().square().sum()) - up0
+
+    (l1, c1), (l2, c2) = drift(1e-3), drift(2e-3)
+    assert abs(l2 / l1) == pytest.approx(4.0, rel=0.15)
+    assert abs(c2 / c1) == pytest.approx(2.0, rel=0.15)
+    assert abs(l1) < 0.1 * abs(c1)
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), nn.SiLU(), nn.Tanh()], ids=["gelu", "silu", "tanh"])
+def test_smooth_activations_have_no_rescaling_law(act):
+    model = seeded(lambda: nn.Sequential(nn.Linear(6, 8), act, nn.Linear(8, 3)), 0)
+    result = find_laws(model, X, "cross_entropy")
+    assert not [law for law in result.laws if "rescaling" in law.family or "mixing" in law.family]
+    assert result.named_laws == result.lie_laws == 9  # only the softmax translations of the last Linear

@@ -34,6 +34,7 @@ from .gated import gated_laws
 from .normalization import normalization_laws
 from .norms import is_rmsnorm
 from .ops import KNOWN_PARAMETRIC
+from .patch_embedding import patch_embedding_laws
 from .registry import HandlerRegistry
 from .rescaling import rescaling_laws
 from .shift import shift_laws
@@ -162,6 +163,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     handwritten_attention_laws(graph, space, findings)
     normalization_laws(graph, space, findings)
     embedding_laws(graph, space, findings)
+    patch_embedding_laws(graph, space, findings)
     shift_laws(graph, space, findings)
     encoder_stream_laws(graph, space, findings)
     gated_laws(graph, space, findings)

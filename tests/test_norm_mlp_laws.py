@@ -182,3 +182,63 @@ def test_smooth_activations_have_no_rescaling_law(act):
     result = find_laws(model, X, "cross_entropy")
     assert not [law for law in result.laws if "rescaling" in law.family or "mixing" in law.family]
     assert result.named_laws == result.lie_laws == 9  # only the softmax translations of the last Linear
+
+
+class LayerScaleBlock(nn.Module):
+    """x + gamma * fc2(gelu(fc1(ln(x)))), then the head on the token mean (a CaiT / timm ViT block's MLP half)."""
+
+    def __init__(self, module: bool = False) -> None:
+        super().__init__()
+        self.ln, self.fc1, self.fc2, self.head = nn.LayerNorm(6), nn.Linear(6, 8), nn.Linear(8, 6), nn.Linear(6, 3)
+        if module:
+            from timm.layers import LayerScale
+
+            self.ls = LayerScale(6, init_values=0.1)
+        else:
+            self.gamma = nn.Parameter(torch.full((6,), 0.1))
+
+    def forward(self, x):
+        y = self.fc2(F.gelu(self.fc1(self.ln(x))))
+        h = x + (self.ls(y) if hasattr(self, "ls") else self.gamma * y)
+        return self.head(h.mean(1))
+
+
+class ConvLayerScale(nn.Module):
+    """ConvNeXt's inline layer scale: x + conv2(tanh(conv1(x))).mul(gamma.reshape(1, -1, 1, 1))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 1), nn.Linear(3, 2)
+        self.gamma = nn.Parameter(torch.full((3,), 0.5))
+
+    def forward(self, x):
+        h = x + self.conv2(torch.tanh(self.conv1(x))).mul(self.gamma.reshape(1, -1, 1, 1))
+        return self.head(h.mean((2, 3)))
+
+
+def _timm_available() -> bool:
+    if importlib.util.find_spec("timm") is None:
+        return False
+    from conslaw.vision import import_torchvision
+
+    import_torchvision()
+    return True
+
+
+@pytest.mark.parametrize("module", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not _timm_available(), reason="timm is not installed"))], ids=["inline", "timm-LayerScale"])
+def test_layer_scale_rescaling(module):
+    x = torch.randn(6, 4, 6, generator=torch.Generator().manual_seed(0))
+    result = find_laws(seeded(lambda: LayerScaleBlock(module), 0), x, "cross_entropy")
+    c = counts(result)
+    # |fc2[k,:]|^2 + fc2.bias_k^2 - gamma_k^2 (6), ln.weight_k -> fc1 (6), head softmax translations (6 + 1)
+    assert (c[("rescaling (layer scale)", "exact")], c[("rescaling", "exact")], c[("translation", "exact")]) == \
+        (6, 6, 7)
+    assert result.named_laws == result.lie_laws == 19
+
+
+def test_conv_layer_scale_rescaling():
+    x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    result = find_laws(seeded(ConvLayerScale, 0), x, "cross_entropy")
+    assert counts(result)[("rescaling (layer scale)", "exact")] == 3
+    assert result.named_laws == result.lie_laws == 3 + 4  # + the head's softmax translations: 3 columns + bias

@@ -31,6 +31,7 @@ from .attention import handwritten_attention_laws
 from .embeddings import embedding_laws
 from .findings import Findings
 from .gated import gated_laws
+from .layer_scale import layer_scale_laws
 from .normalization import normalization_laws
 from .norms import is_rmsnorm
 from .ops import KNOWN_PARAMETRIC
@@ -167,6 +168,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     shift_laws(graph, space, findings)
     encoder_stream_laws(graph, space, findings)
     gated_laws(graph, space, findings)
+    layer_scale_laws(graph, space, findings)
     if loss == "cross_entropy":
         softmax_laws(graph, space, findings)
     return findings

@@ -242,3 +242,19 @@ def test_conv_layer_scale_rescaling():
     result = find_laws(seeded(ConvLayerScale, 0), x, "cross_entropy")
     assert counts(result)[("rescaling (layer scale)", "exact")] == 3
     assert result.named_laws == result.lie_laws == 3 + 4  # + the head's softmax translations: 3 columns + bias
+
+
+@pytest.mark.skipif(not _timm_available(), reason="timm is not installed")
+@pytest.mark.parametrize("eps,exact,approximate", [(1e-6, 26, 1), (0.0, 27, 0)])
+def test_timm_layernorm2d_then_1x1_conv(eps, exact, approximate):
+    """ConvNeXt's stem and downsampling pattern: conv -> LayerNorm2d (channels, at every position) -> conv."""
+    from timm.layers import LayerNorm2d
+
+    model = seeded(lambda: nn.Sequential(nn.Conv2d(3, 8, 2, stride=2), LayerNorm2d(8, eps=eps), nn.Conv2d(8, 4, 1),
+                                         nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), 0)
+    result = find_laws(model, torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(0)), "cross_entropy")
+    c = counts(result)
+    assert c[("rescaling", "exact")] == 8  # LayerNorm2d gamma_k, beta_k vs the 1x1 conv's input channel k
+    assert c[("translation (into LayerNorm)", "exact")] == 3 * 2 * 2 + 1  # sum_o W[o,c,i,j] per (c,i,j); bias
+    assert c[("scale-invariance", "exact" if eps == 0 else "approximate")] == 1
+    assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)

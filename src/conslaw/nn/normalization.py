@@ -8,18 +8,21 @@ normalized unit is conserved *approximately*, with the eps as the stated
 cause; a bias whose effect the normalization removes has zero gradient (each
 entry is conserved). A Linear feeding a LayerNorm over its outputs also has
 exact translation laws (the LayerNorm removes the mean): :mod:`conslaw.nn.shift` names them;
-a Linear feeding an RMSNorm has none (the RMSNorm keeps the mean).
+a Linear feeding an RMSNorm has none (the RMSNorm keeps the mean). A Conv feeding timm's
+LayerNorm2d (channels normalized at every position): per input coordinate (c, i, j) of its filters,
+sum_o W[o, c, i, j], and its bias sum (exact), and its scale invariance (approximate).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..laws import balance_law, coordinate_law, unit_slot
+from ..laws import balance_law, coordinate_law, linear_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
-from .norms import is_feature_norm, is_rmsnorm, rms_eps
+from .norms import is_feature_norm, is_layernorm2d, is_rmsnorm, rms_eps
 from .ops import BATCHNORM, CONV
+from .shift import conv_writer_slots
 from .trace import Graph
 
 
@@ -62,6 +65,11 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
         elif isinstance(m, nn.Linear) and is_feature_norm(norm, m.out_features):
             # LayerNorm: its translations are in conslaw.nn.shift; RMSNorm keeps the mean: no translation
             invariance(name, slice(0, m.out_features))
+        elif is_layernorm2d(norm) and isinstance(m, CONV) and norm.normalized_shape[0] == m.out_channels:
+            invariance(name, slice(0, m.out_channels))
+            for label, slots in conv_writer_slots(graph, node, space):  # the shift per position it removes
+                findings.laws.append(linear_law(f"{label} (shift removed by {user.target})", slots,
+                                                family="translation (into LayerNorm)", module=name))
         elif isinstance(norm, nn.GroupNorm) and isinstance(m, CONV):
             per = norm.num_channels // norm.num_groups
             for g in range(norm.num_groups):

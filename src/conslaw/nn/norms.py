@@ -48,10 +48,15 @@ def has_weight(m: nn.Module) -> bool:
 def is_feature_norm(m: nn.Module | None, units: int) -> bool:
     """A LayerNorm or RMSNorm over the last axis of ``units`` features (scale invariant up to eps)."""
     if isinstance(m, nn.LayerNorm):
-        return tuple(m.normalized_shape) == (units,)
+        return tuple(m.normalized_shape) == (units,) and not is_layernorm2d(m)
     return is_rmsnorm(m) and rms_units(m) == units
 
 
 def norm_eps(m: nn.Module) -> float:
     """eps of a LayerNorm or RMSNorm."""
     return float(m.eps) if isinstance(m, nn.LayerNorm) else rms_eps(m)
+
+
+def is_layernorm2d(m: nn.Module | None) -> bool:
+    """timm's ``LayerNorm2d`` (a LayerNorm over the channels of an NCHW tensor, at every position)."""
+    return isinstance(m, nn.LayerNorm) and type(m).__name__ == "LayerNorm2d" and len(m.normalized_shape) == 1

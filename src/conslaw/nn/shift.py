@@ -36,7 +36,7 @@ from torch import nn
 from ..laws import Slot, balance_law, linear_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
-from .norms import is_feature_norm, is_rmsnorm, norm_eps
+from .norms import is_feature_norm, is_layernorm2d, is_rmsnorm, norm_eps
 from .ops import CONV, DROPOUT, is_add, is_shape_query
 from .trace import Graph
 
@@ -70,7 +70,7 @@ def expanded_parameter(graph: Graph, node: fx.Node, space: ParamSpace) -> fx.Nod
     return None
 
 
-def _conv_writer_slots(graph: Graph, conv: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]]:
+def conv_writer_slots(graph: Graph, conv: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]]:
     """A patch-embedding conv writer: per input coordinate (c, i, j), sum_o W[o, c, i, j]; the bias sum."""
     name = conv.target
     idx = space.indices(f"{name}.weight")
@@ -93,7 +93,7 @@ def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[
     """The conserved sums of a writer node as (label, slots), or None when it is not a writer."""
     conv = patchify_conv(graph, node)
     if conv is not None:
-        return _conv_writer_slots(graph, conv, space)
+        return conv_writer_slots(graph, conv, space)
     node = expanded_parameter(graph, node, space) or node
     if node.op == "get_attr" and node.target in space.shapes and len(space.shapes[node.target]) >= 2:
         name, shape = node.target, space.shapes[node.target]
@@ -159,7 +159,7 @@ def _module(graph: Graph, node: fx.Node) -> nn.Module | None:
 
 def _reads_as_layernorm(graph: Graph, node: fx.Node, units: int) -> bool:
     m = graph.module_of(node) if node.op == "call_module" else None
-    return isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (units,)
+    return isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (units,) and not is_layernorm2d(m)
 
 
 def shift_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:

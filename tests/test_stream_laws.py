@@ -27,7 +27,8 @@ def test_encoder_builtins_named_equals_the_engine(norm_first, eps, exact, approx
     if norm_first:
         assert counts[("translation (uniform shifts)", "exact")] == 5  # 4 position rows and linear2.bias vs out_proj
     assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, numeric)
-    assert result.numeric_gap > 1e3
+    # at eps = 0 a clear gap; at eps > 0 the eps-broken scale directions are small singular values that narrow it
+    assert result.numeric_gap > (1e3 if eps == 0.0 else 1e2)
     assert not [law for law in result.laws if law.status == "failed"]
 
 

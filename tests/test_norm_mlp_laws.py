@@ -258,3 +258,24 @@ def test_timm_layernorm2d_then_1x1_conv(eps, exact, approximate):
     assert c[("translation (into LayerNorm)", "exact")] == 3 * 2 * 2 + 1  # sum_o W[o,c,i,j] per (c,i,j); bias
     assert c[("scale-invariance", "exact" if eps == 0 else "approximate")] == 1
     assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
+
+
+@pytest.mark.slow  # the torch.export front end on a Hugging Face model: ~20 s on 2 cores
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
+def test_hf_llama_names_its_rmsnorm_and_swiglu_laws():
+    _timm_available()  # the torchvision shim, which transformers imports
+    import transformers
+
+    config = transformers.LlamaConfig(num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                      hidden_size=8, intermediate_size=16, vocab_size=16, max_position_embeddings=8)
+    model = seeded(lambda: transformers.LlamaForCausalLM(config).eval(), 0)
+    ids = torch.randint(0, 16, (2, 5), generator=torch.Generator().manual_seed(0))
+    result = find_laws(model, {"input_ids": ids, "attention_mask": torch.ones(2, 5, dtype=torch.long)},
+                       "cross_entropy", numeric=False, batches=2)
+    table = {(r["family"], r["module"]): (r["exact"], r["approximate"]) for r in result.family_table()}
+    assert table[("rescaling (gated unit)", "model.layers.0.mlp.up_proj")] == (16, 0)
+    for norm in ("model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm", "model.norm"):
+        assert table[("rescaling", norm)] == (8, 0)  # the RMSNorm weight against the projections that read it
+    assert table[("scale-invariance", "model.embed_tokens")] == (0, 1)  # the residual stream, read by RMSNorms
+    assert not [c for c in result.laws if c.family.startswith("translation") and c.module != "lm_head"]
+    assert not [c for c in result.laws if c.status == "failed"]

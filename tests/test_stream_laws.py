@@ -94,3 +94,28 @@ def test_new_laws_under_plain_sgd(norm_first):
         assert abs(a) < 0.1 * abs(c1)  # far smaller than the drift of a quantity that is not conserved
     assert max([abs(d) for d in l1 + l2], default=0.0) < 1e-13
     assert abs(c2 / c1) == pytest.approx(2.0, rel=0.15)
+
+
+@pytest.mark.parametrize("eps,exact,approximate", [(None, 68, 1), (0.0, 69, 0)])
+def test_pre_ln_with_a_final_norm(eps, exact, approximate):
+    """nn.TransformerEncoder(norm=LayerNorm): the residual stream is read only by LayerNorms, so each unit of each
+    writer shifts on its own: E rows 10, P rows 4, out_proj 4 columns + bias, linear2 6 columns + bias (26; one
+    depends on the summed-embedding laws), and the whole stream scales (approximate)."""
+    from torch import nn
+
+    from conslaw.models import seeded
+
+    def build():
+        model = transformer(norm_first=True)
+        model.encoder.norm = nn.LayerNorm(4)
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm) and eps is not None:
+                m.eps = eps
+        return model
+
+    result = find_laws(seeded(build, 0), TOKENS, "cross_entropy")
+    c = family_counts(result)
+    assert c[("translation (into LayerNorm)", "exact")] == 26
+    assert c[("scale-invariance", "exact" if eps == 0.0 else "approximate")] == 1
+    assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
+    assert result.numeric_gap > 1e3

@@ -26,8 +26,10 @@ post-LN: the input stream x = E[ids] + P is read by norm1 (through x + sa(x)) an
 first layer's in_proj (q, k, v rows): the mixing law |E 1|^2 + |P 1|^2 - |W_in 1|^2;
 pre-LN without a final norm: the whole residual stream (E, P, each layer's out_proj and
 linear2) is read by the norms and by the head (through the mean over tokens): mixing,
-scale and uniform-shift laws. No paper equation: these extend the rescaling laws
-(Prop 3.5) to the group of maps that commute with LayerNorm.
+scale and uniform-shift laws; with a final norm it is read only by LayerNorms: every
+writer's unit shifts on its own (``translation (into LayerNorm)``) and the stream scales.
+No paper equation: these extend the rescaling laws (Prop 3.5) to the group of maps that
+commute with LayerNorm.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .trace import Graph
 
 MIXING = "mixing (LayerNorm stream)"
 SHIFTS = "translation (uniform shifts)"
+TRANSLATION = "translation (into LayerNorm)"
 
 
 def square_sum_law(name: str, plus: list[Slot], minus: list[Slot], **structure) -> QuadraticLaw:
@@ -167,6 +170,8 @@ def encoder_stream_laws(graph: Graph, space: ParamSpace, findings: Findings) -> 
             continue
         if all(layer.norm_first for _, layer in layers) and final is None:
             _pre_ln(graph, node, source, layers, space, findings)
+        elif all(layer.norm_first for _, layer in layers) and isinstance(final, nn.LayerNorm):
+            _pre_ln_final_norm(graph, node, source, layers, final, space, findings)
         elif not layers[0][1].norm_first:
             _post_ln_input(graph, source, layers[0], space, findings)
 
@@ -189,6 +194,41 @@ def _post_ln_input(graph: Graph, source: fx.Node, first: tuple[str, nn.Transform
                                         f"{layout.name})", units, readers, family=MIXING, module=f"{prefix}.norm1"))
 
 
+def _stream_writers(graph: Graph, source: fx.Node, layers: list, space: ParamSpace,
+                    mean_reader: bool) -> list[Writer] | None:
+    """E (and P) at the input, then every layer's out_proj and linear2 (None when one is missing)."""
+    writers = input_writers(graph, source, space, mean_reader=mean_reader)
+    if writers is None:
+        return None
+    for prefix, _ in layers:
+        for module in (f"{prefix}.self_attn.out_proj", f"{prefix}.linear2"):
+            w = linear_writer(space, module)
+            if w is None:
+                return None
+            writers.append(w)
+    return writers
+
+
+def _pre_ln_final_norm(graph: Graph, node: fx.Node, source: fx.Node, layers: list, final: nn.LayerNorm,
+                       space: ParamSpace, findings: Findings) -> None:
+    """Pre-LN with a final norm: the residual stream is read only by LayerNorms. Every unit of every writer
+    (a row of E or P, a column or the bias of out_proj and linear2) may shift on its own (exact), and the
+    stream may scale (approximate)."""
+    writers = _stream_writers(graph, source, layers, space, mean_reader=False)
+    if writers is None or tuple(final.normalized_shape) != (space.shapes[writers[0].label][-1],):
+        return
+    norms = ", ".join([f"{p}.norm1, {p}.norm2" for p, _ in layers] + [f"{node.target}.norm"])
+    for w in writers:
+        for unit in w.units:
+            findings.laws.append(weighted_linear_law(f"{unit.text} (shift removed by {norms})", [(1.0, unit)],
+                                                     family=TRANSLATION, module=w.label.removesuffix(".weight")))
+    findings.laws.append(balance_law(f"{node.target} residual stream (read by {norms}): scale",
+                                     [s for w in writers for s in w.whole], [], family="scale-invariance",
+                                     module=str(node.target), approximate_cause=(
+                                         f"LayerNorm eps={final.eps:g}: scale invariant only up to "
+                                         "O(eps / variance)")))
+
+
 def _pre_ln(graph: Graph, node: fx.Node, source: fx.Node, layers: list, space: ParamSpace,
             findings: Findings) -> None:
     """Pre-LN without a final norm: the residual stream is read by every norm and by one Linear (the head)."""
@@ -196,15 +236,9 @@ def _pre_ln(graph: Graph, node: fx.Node, source: fx.Node, layers: list, space: P
     if reader is None:
         return
     head, mean = reader
-    writers = input_writers(graph, source, space, mean_reader=mean)
+    writers = _stream_writers(graph, source, layers, space, mean_reader=mean)
     if writers is None:
         return
-    for prefix, _ in layers:
-        for module in (f"{prefix}.self_attn.out_proj", f"{prefix}.linear2"):
-            w = linear_writer(space, module)
-            if w is None:
-                return
-            writers.append(w)
     head_weight = f"{head}.weight"
     rows = space.shapes[head_weight][0]
     readers = [unit_slot(space, head_weight, 0, i) for i in range(rows)]

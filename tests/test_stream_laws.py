@@ -119,3 +119,27 @@ def test_pre_ln_with_a_final_norm(eps, exact, approximate):
     assert c[("scale-invariance", "exact" if eps == 0.0 else "approximate")] == 1
     assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
     assert result.numeric_gap > 1e3
+
+
+@pytest.mark.slow  # D = 374: about 15 s each on 2 cores
+@pytest.mark.parametrize("norm_first,eps,exact,approximate", [
+    (False, None, 82, 4),  # input scales of norm1 (x2: E + P, then norm2 of layer 0) and norm2 (x2): approximate
+    (False, 0.0, 86, 0),
+    (True, None, 77, 1),   # 7 uniform shifts: 4 position rows, linear2.bias of layer 0, out_proj and linear2 of 1
+    (True, 0.0, 78, 0),
+])
+def test_two_layer_encoders_named_equals_the_engine(norm_first, eps, exact, approximate):
+    from torch import nn
+
+    from conslaw.models import TransformerClassifier, seeded
+
+    def build():
+        model = TransformerClassifier(vocab=10, tokens=4, dim=4, heads=2, hidden=6, layers=2, norm_first=norm_first)
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm) and eps is not None:
+                m.eps = eps
+        return model
+
+    result = find_laws(seeded(build, 0), TOKENS, "cross_entropy")
+    assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
+    assert result.numeric_gap > (1e3 if eps == 0.0 else 1e2)

@@ -27,6 +27,7 @@ def test_encoder_builtins_named_equals_the_engine(norm_first, eps, exact, approx
     if norm_first:
         assert counts[("translation (uniform shifts)", "exact")] == 5  # 4 position rows and linear2.bias vs out_proj
     assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, numeric)
+    assert result.unnamed_laws == 0 and result.as_dict()["unnamed_laws"] == 0
     # at eps = 0 a clear gap; at eps > 0 the eps-broken scale directions are small singular values that narrow it
     assert result.numeric_gap > (1e3 if eps == 0.0 else 1e2)
     assert not [law for law in result.laws if law.status == "failed"]
@@ -143,3 +144,17 @@ def test_two_layer_encoders_named_equals_the_engine(norm_first, eps, exact, appr
     result = find_laws(seeded(build, 0), TOKENS, "cross_entropy")
     assert (result.named_laws, result.approximate_laws, result.lie_laws) == (exact, approximate, exact)
     assert result.numeric_gap > (1e3 if eps == 0.0 else 1e2)
+
+
+@pytest.mark.parametrize("numeric,named,approximate,unnamed", [
+    (48, 48, 2, 0),   # eps-broken laws: the engine does not count them
+    (50, 48, 2, 0),   # eps so small that the engine counts them as laws
+    (51, 48, 2, 1),   # one law the families do not know: listed, never silent
+    (47, 48, 0, -1),  # more named than counted: a wrong law or a wrong count, shown as negative
+])
+def test_unnamed_laws_is_what_neither_exact_nor_approximate_laws_explain(numeric, named, approximate, unnamed):
+    from conslaw.nn.find import ModelLaws
+
+    result = ModelLaws(model_name="m", D=100, laws=[], named_laws=named, lie_laws=numeric, uncovered_params=[],
+                       loss="mse", seconds=0.0, approximate_laws=approximate)
+    assert result.unnamed_laws == result.as_dict()["unnamed_laws"] == unnamed

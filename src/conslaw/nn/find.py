@@ -72,6 +72,19 @@ class ModelLaws:
         """Alias of :attr:`lie_laws` (the ``laws`` JSON key)."""
         return self.lie_laws
 
+    @property
+    def unnamed_laws(self) -> int | None:
+        """Laws the engine counts beyond the named ones (None without a count; < 0: more named than counted).
+
+        The engine counts the laws that hold at its resolution: an approximate law (broken by a normalization's
+        eps) is seen as broken unless eps is tiny, so approximate laws explain at most the excess over the
+        exact named ones: with d = numeric - named, unnamed = d - min(approximate, max(d, 0)).
+        """
+        if self.lie_laws is None:
+            return None
+        d = self.lie_laws - self.named_laws
+        return d - min(self.approximate_laws or 0, max(d, 0))
+
     def exact(self) -> list[CheckedLaw]:
         """The laws verified exact."""
         return [law for law in self.laws if law.status == "exact"]
@@ -102,8 +115,7 @@ class ModelLaws:
             "families": self.family_table(),
             "uncovered_params": self.uncovered_params,
             "named_laws": self.named_laws, "approximate_laws": self.approximate_laws, "numeric_laws": self.lie_laws,
-            "unnamed_laws": None if self.lie_laws is None else
-            self.lie_laws - self.named_laws - (self.approximate_laws or 0),
+            "unnamed_laws": self.unnamed_laws,
             "numeric_spectral_gap": self.numeric_gap, "seconds": self.seconds,
             "numeric_seconds": self.numeric_seconds,
             "derivative_check": None if self.derivative_check is None else self.derivative_check.as_dict(),

@@ -201,7 +201,14 @@ def test_torchvision_small_vit_laws():
         counts[(law.family, law.status)] = counts.get((law.family, law.status), 0) + 1
     assert ("attention", "failed") not in counts and not [c for c in result.laws if c.status == "failed"]
     assert counts[("attention", "exact")] == 2 * 2 * 2 * (16 * 17 // 2)  # 2 layers, 2 heads of 16, QK and VO
-    assert counts[("rescaling", "exact")] == 4 * 32  # ln_1 -> q, k, v and ln_2 -> mlp.0, per layer
-    # the residual stream is read only by LayerNorms: pos_embedding rows (17 tokens), out_proj and mlp.3 writers
-    assert counts[("translation (into LayerNorm)", "exact")] == 17 + 2 * (32 + 1) + 2 * (64 + 1)
+    # ln_1 -> q, k, v and ln_2 -> mlp.0, per layer; the final ln -> x[:, 0] -> heads.head
+    assert counts[("rescaling", "exact")] == 4 * 32 + 32
+    # the residual stream is read only by LayerNorms: pos_embedding rows (17 tokens), out_proj and mlp.3 writers,
+    # the patch embedding conv (one sum over its 32 filters per input coordinate: 3 x 8 x 8, and its bias) and
+    # the class token (joined by torch.cat)
+    assert counts[("translation (into LayerNorm)", "exact")] == 17 + 2 * (32 + 1) + 2 * (64 + 1) + 193 + 1
     assert counts[("translation", "exact")] == 33  # the head before softmax + cross-entropy
+    assert counts[("scale-invariance", "approximate")] == 1  # every writer of the stream scaled: eps breaks it
+    # x = cat(class token, patches) + P: cls[0,0,d] - P[0,0,d] and conv_proj.bias[d] - sum_t>=1 P[0,t,d]
+    assert counts[("translation (summed embeddings)", "exact")] == 32 + 32
+    assert (result.named_laws, result.approximate_laws) == (1752 + 64 - 2, 1)  # 2 depend on the row sums

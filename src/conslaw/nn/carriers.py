@@ -2,7 +2,7 @@
 
 A *carrier* is a node whose output units each own incoming parameters (Linear
 row k and bias k, Conv filter k and bias k, the affine gamma_k, beta_k of a
-normalization, a handler leaf's output, an embedding column, a parameter used
+normalization or the weight of an RMSNorm, a handler leaf's output, an embedding column, a parameter used
 directly); a *consumer* is a linear module that reads units through its
 columns (Linear, ungrouped Conv, the input projections of attention).
 """
@@ -18,6 +18,7 @@ from torch import nn
 from ..laws import Slot, unit_slot
 from ..params import ParamSpace
 from .attention import MHALayout, incoming_rows
+from .norms import has_weight, is_layernorm2d, is_rmsnorm, rms_units
 from .ops import BATCHNORM, CONV
 from .projections import is_conv1d, projection
 from .trace import Graph
@@ -63,7 +64,10 @@ def module_carrier(graph: Graph, node: fx.Node, space: ParamSpace, handler_for) 
         units = m.num_features if isinstance(m, BATCHNORM) else m.num_channels
         return Carrier(name, units, 1, rows, mixable=False)
     if isinstance(m, nn.LayerNorm) and m.elementwise_affine and len(m.normalized_shape) == 1:
-        return Carrier(name, m.normalized_shape[0], -1, rows, mixable=False)
+        # timm's LayerNorm2d normalizes the channels (axis 1) of an NCHW tensor
+        return Carrier(name, m.normalized_shape[0], 1 if is_layernorm2d(m) else -1, rows, mixable=False)
+    if is_rmsnorm(m) and has_weight(m):  # g_k scales output unit k (no bias)
+        return Carrier(name, rms_units(m), -1, rows, mixable=False)
     if isinstance(m, nn.Embedding):
         weight = f"{name}.weight"
         return Carrier(name, m.embedding_dim, -1, lambda k: [unit_slot(space, weight, 1, k)])

@@ -23,7 +23,7 @@ from .ops import is_add
 from .trace import Graph
 
 
-def _summands(graph: Graph, node: fx.Node, space: ParamSpace) -> tuple[fx.Node, fx.Node] | None:
+def summands(graph: Graph, node: fx.Node, space: ParamSpace) -> tuple[fx.Node, fx.Node] | None:
     """(embedding node, position-parameter node) when ``node`` adds exactly those two."""
     if not is_add(node):
         return None
@@ -38,7 +38,7 @@ def _summands(graph: Graph, node: fx.Node, space: ParamSpace) -> tuple[fx.Node, 
 def embedding_laws(graph: Graph, space: ParamSpace, findings: Findings) -> None:
     """Both families of the module docstring, wherever the graph adds a token embedding and a position table."""
     for node in graph.nodes:
-        pair = _summands(graph, node, space)
+        pair = summands(graph, node, space)
         if pair is None:
             continue
         emb, pos = pair

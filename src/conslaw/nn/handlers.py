@@ -117,6 +117,31 @@ def post_ln_laws(name: str, layer: nn.TransformerEncoderLayer, space: ParamSpace
                                              "O(eps / variance)")))
 
 
+def inner_input_scale_law(previous: str, name: str, layer: nn.TransformerEncoderLayer, space: ParamSpace,
+                          findings: Findings) -> None:
+    """Post-LN layer i > 0: its input is norm2 of layer i - 1. Scaling that affine by c > 0, the layer's query and
+    key rows by 1 / c and its value and output biases by c scales norm1's input x + sa(x) by c, which norm1
+    removes up to its eps: |norm2_{i-1} affine|^2 + |b_v|^2 + |b_o|^2 - |Q|^2 - |K|^2 is conserved approximately
+    (exactly at eps = 0), as the first layer's input-scale law (:func:`conslaw.nn.embeddings.input_scale_law`)."""
+    attn = layer.self_attn
+    if not attn._qkv_same_embed_dim:
+        return
+    layout = MHALayout.of(f"{name}.self_attn", attn)
+    e = layout.embed_dim
+    affine = [f"{previous}.norm2.weight", f"{previous}.norm2.bias"]
+    if layout.bias is None or f"{layout.name}.out_proj.bias" not in space.shapes or \
+            not all(p in space.shapes for p in affine):
+        return
+    plus = [unit_slot(space, p, 0, slice(0, e)) for p in affine]
+    plus += [unit_slot(space, layout.bias, 0, slice(2 * e, 3 * e)),
+             unit_slot(space, f"{layout.name}.out_proj.bias", 0, slice(0, e))]
+    minus = [unit_slot(space, layout.weight("q")[0], 0, slice(0, 2 * e))]
+    findings.laws.append(balance_law(f"{name}.norm1 input scale", plus, minus, family="scale-invariance",
+                                     module=f"{name}.norm1", approximate_cause=(
+                                         f"LayerNorm eps={layer.norm1.eps:g}: scale invariant only up to "
+                                         "O(eps / variance)")))
+
+
 class TransformerEncoderHandler(Handler):
     """Every layer's laws; the output carrier of the final norm or of the last layer."""
 
@@ -124,6 +149,8 @@ class TransformerEncoderHandler(Handler):
         """The laws of every layer."""
         for i, layer in enumerate(module.layers):
             TransformerEncoderLayerHandler().laws(f"{name}.layers.{i}", layer, space, findings)
+            if i and not layer.norm_first and not module.layers[i - 1].norm_first:
+                inner_input_scale_law(f"{name}.layers.{i - 1}", f"{name}.layers.{i}", layer, space, findings)
         if not module.layers[-1].norm_first and module.norm is not None:
             findings.notes.append(f"{name}: the final norm follows a LayerNorm; no law between them is named")
 

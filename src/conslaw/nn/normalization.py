@@ -1,21 +1,28 @@
 """Families of layers feeding a normalization: ``scale-invariance`` (approximate) and LayerNorm ``translation``.
 
+Normalizations: BatchNorm (training), LayerNorm, GroupNorm, RMSNorm (:mod:`conslaw.nn.norms`).
+
 Weights (and bias) feeding a normalization that uses batch (or layer)
 statistics are scale invariant up to its eps: the squared norm of each
 normalized unit is conserved *approximately*, with the eps as the stated
 cause; a bias whose effect the normalization removes has zero gradient (each
 entry is conserved). A Linear feeding a LayerNorm over its outputs also has
-exact translation laws (the LayerNorm removes the mean): :mod:`conslaw.nn.shift` names them.
+exact translation laws (the LayerNorm removes the mean): :mod:`conslaw.nn.shift` names them;
+a Linear feeding an RMSNorm has none (the RMSNorm keeps the mean). A Conv feeding timm's
+LayerNorm2d (channels normalized at every position): per input coordinate (c, i, j) of its filters,
+sum_o W[o, c, i, j], and its bias sum (exact), and its scale invariance (approximate).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..laws import balance_law, coordinate_law, unit_slot
+from ..laws import balance_law, coordinate_law, linear_law, unit_slot
 from ..params import ParamSpace
 from .findings import Findings
+from .norms import is_feature_norm, is_layernorm2d, is_rmsnorm, rms_eps
 from .ops import BATCHNORM, CONV
+from .shift import conv_writer_slots
 from .trace import Graph
 
 
@@ -27,13 +34,14 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
             continue
         user = next(iter(node.users))
         norm = graph.module_of(user) if user.op == "call_module" else None
-        if not isinstance(norm, (*BATCHNORM, nn.LayerNorm, nn.GroupNorm)):
+        if not isinstance(norm, (*BATCHNORM, nn.LayerNorm, nn.GroupNorm)) and not is_rmsnorm(norm):
             continue
         name, has_bias = node.target, f"{node.target}.bias" in space.shapes
-        cause = (f"{type(norm).__name__} eps={norm.eps:g}: the normalization is scale invariant only up to "
+        eps = rms_eps(norm) if is_rmsnorm(norm) else norm.eps
+        cause = (f"{type(norm).__name__} eps={eps:g}: the normalization is scale invariant only up to "
                  "O(eps / variance)")
 
-        with_bias = has_bias and isinstance(norm, nn.LayerNorm)
+        with_bias = has_bias and (isinstance(norm, nn.LayerNorm) or is_rmsnorm(norm))
 
         def invariance(label: str, units: int | slice, unit: tuple = (), name=name, by=user.target, cause=cause,
                        with_bias=with_bias):
@@ -54,9 +62,14 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
                 if has_bias:
                     findings.laws.append(coordinate_law(space, f"{name}.bias", k, f"cancelled by the mean of "
                                                         f"{user.target}", family="zero-gradient", module=name))
-        elif isinstance(norm, nn.LayerNorm) and isinstance(m, nn.Linear) \
-                and tuple(norm.normalized_shape) == (m.out_features,):
-            invariance(name, slice(0, m.out_features))  # its translations: conslaw.nn.shift
+        elif isinstance(m, nn.Linear) and is_feature_norm(norm, m.out_features):
+            # LayerNorm: its translations are in conslaw.nn.shift; RMSNorm keeps the mean: no translation
+            invariance(name, slice(0, m.out_features))
+        elif is_layernorm2d(norm) and isinstance(m, CONV) and norm.normalized_shape[0] == m.out_channels:
+            invariance(name, slice(0, m.out_channels))
+            for label, slots in conv_writer_slots(graph, node, space):  # the shift per position it removes
+                findings.laws.append(linear_law(f"{label} (shift removed by {user.target})", slots,
+                                                family="translation (into LayerNorm)", module=name))
         elif isinstance(norm, nn.GroupNorm) and isinstance(m, CONV):
             per = norm.num_channels // norm.num_groups
             for g in range(norm.num_groups):

@@ -57,9 +57,22 @@ def _matches(graph: Graph, node: fx.Node, modules: tuple, functions: set, method
     return node.op == "call_method" and node.target in methods
 
 
+def is_token_select(graph: Graph, node: fx.Node) -> bool:
+    """``x[:, 0]`` (a ViT's class token): indexing by ints and slices that leaves the last (feature) axis whole."""
+    if node.op != "call_function" or node.target is not operator.getitem or len(node.args) != 2:
+        return False
+    source, index = node.args
+    shape = graph.shape(source) if isinstance(source, fx.Node) else None
+    if shape is None or not isinstance(index, tuple) or not index or len(index) >= len(shape):
+        return False
+    return all(isinstance(i, int) or (isinstance(i, slice) and i == slice(None)) for i in index) and \
+        any(isinstance(i, int) for i in index)
+
+
 def is_homogeneous(graph: Graph, node: fx.Node) -> bool:
-    """A positively homogeneous unit-wise op (ReLU, pooling, flatten, means, dropout)."""
-    return _matches(graph, node, HOMOGENEOUS_MODULES, HOMOGENEOUS_FUNCTIONS, HOMOGENEOUS_METHODS)
+    """A positively homogeneous unit-wise op (ReLU, pooling, flatten, means, dropout, selecting tokens)."""
+    return _matches(graph, node, HOMOGENEOUS_MODULES, HOMOGENEOUS_FUNCTIONS, HOMOGENEOUS_METHODS) or \
+        is_token_select(graph, node)
 
 
 def is_add(node: fx.Node) -> bool:
@@ -72,7 +85,8 @@ def is_add(node: fx.Node) -> bool:
 
 def is_linear_op(graph: Graph, node: fx.Node) -> bool:
     """Homogeneous ops that are also linear (no ReLU, no max): they commute with mixing the units."""
-    return is_add(node) or _matches(graph, node, LINEAR_MODULES, LINEAR_FUNCTIONS, LINEAR_METHODS)
+    return is_add(node) or _matches(graph, node, LINEAR_MODULES, LINEAR_FUNCTIONS, LINEAR_METHODS) or \
+        is_token_select(graph, node)
 
 
 def is_softmax(node: fx.Node) -> bool:

@@ -25,6 +25,9 @@ from ..params import DTYPE, ParamSpace
 APPROXIMATE = 1e-2
 #: relative size of the perturbation of the second verification point
 PERTURBATION = 0.1
+#: relative size of the move to the generic point where find_laws ranks the laws and counts (small: it must stay in
+#: theta's region, e.g. keep every ReLU unit as alive as at theta, while breaking the ties of an initialisation)
+COUNT_PERTURBATION = 0.01
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,15 @@ def classify(law: Law, residual: float) -> str:
     return "failed"
 
 
-def perturbed(space: ParamSpace, theta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """theta moved by PERTURBATION times each parameter's rms (the model's rms for all-zero parameters)."""
+def perturbed(space: ParamSpace, theta: torch.Tensor, generator: torch.Generator,
+              size: float = PERTURBATION) -> torch.Tensor:
+    """theta moved by ``size`` times each parameter's rms (the model's rms for all-zero parameters)."""
     overall = float(theta.square().mean().sqrt()) or 1.0
     out = theta.clone()
     for name in space.names:
         sl = space.slice(name)
         scale = float(theta[sl].square().mean().sqrt()) or overall
-        out[sl] += PERTURBATION * scale * torch.randn(sl.stop - sl.start, generator=generator, dtype=DTYPE)
+        out[sl] += size * scale * torch.randn(sl.stop - sl.start, generator=generator, dtype=DTYPE)
     return out
 
 

@@ -1,0 +1,64 @@
+"""torchvision's small ViT (2 layers, hidden 32, 2 heads, MLP 64, 32^2 images, patch 8, D = 24 234).
+
+The whole-model Lie count does not finish on 2 cores at this D, so the engine counts per block
+(Prop 4.3: restricted fields, the other parameters resampled; conslaw.nn.block_check) and the
+named laws living on the block are compared with it. torchvision zero-initialises the head: the
+named count must not depend on that.
+"""
+
+import pytest
+import torch
+
+from conslaw import find_laws
+
+pytestmark = pytest.mark.slow  # find_laws on D = 24 234: 10-30 s each, the block count ~1 min, on 2 cores
+
+
+def small_vit(reinit_head: bool = False):
+    pytest.importorskip("PIL")
+    from conslaw.vision import import_torchvision
+
+    try:
+        import_torchvision()
+    except ImportError:
+        pytest.skip("torchvision is not installed (bash scripts/install_models.sh)")
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from conslaw.models import seeded
+
+    def build():
+        model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                                  num_classes=10)
+        if reinit_head:
+            torch.nn.init.normal_(model.heads.head.weight, std=0.1)
+            torch.nn.init.normal_(model.heads.head.bias, std=0.1)
+        return model
+    return seeded(build, 0)
+
+
+X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_zero_initialised_head_does_not_change_the_named_count():
+    zero = small_vit()
+    assert not zero.heads.head.weight.any()  # torchvision's init
+    a = find_laws(zero, X, "cross_entropy", numeric=False)
+    b = find_laws(small_vit(reinit_head=True), X, "cross_entropy", numeric=False)
+    assert (a.named_laws, a.approximate_laws) == (b.named_laws, b.approximate_laws) == (1814, 1)
+    assert not [c for c in a.laws + b.laws if c.status == "failed"]
+
+
+@pytest.mark.parametrize("block,size,named", [
+    # 19 shifts the LayerNorms remove (class token row sum, patch-conv bias sum, 17 position rows) and 64
+    # summed-embedding laws (cls - P[0] and conv bias - sum_t>=1 P[t], per feature), 2 of them dependent: 81.
+    # (The block of the final ln and the head, 394 parameters: 65 named == 65 counted, but 9 min on 2 cores.)
+    (["class_token", "conv_proj.bias", "encoder.pos_embedding"], 32 + 32 + 544, 81),
+])
+def test_vit_blocks_named_equals_the_engine(block, size, named):
+    from conslaw.nn.block_check import block_count
+
+    model = small_vit()
+    laws = find_laws(model, X, "cross_entropy", numeric=False)
+    count = block_count(model, X, "cross_entropy", laws, block)
+    assert (count.size, count.named_exact, count.numeric) == (size, named, named)
+    assert count.gap > 1e3

@@ -58,8 +58,8 @@ def one_rung(arch: str, widths: list[int], bias: bool, threads: int | None) -> d
         generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
         for lv in lie.levels:
-            for first in range(0, lv.samples, 1024):
-                sample_brackets(source, theta, lv.level, min(1024, lv.samples - first), generator)
+            for first in range(0, lv.samples, 256):
+                sample_brackets(source, theta, lv.level, min(256, lv.samples - first), generator)
         brackets = time.perf_counter() - start
         matrix = torch.randn(D, max(r, 1), dtype=torch.float64, generator=generator)
         start = time.perf_counter()

@@ -87,20 +87,19 @@ class DerivativeCheck:
                 "ok": self.ok, "samples": self.samples, "step": self.step}
 
 
-def _central(fn, theta: torch.Tensor, direction: torch.Tensor, length: float) -> torch.Tensor:
-    """D fn(theta) direction by a central difference with displacement ``length`` along direction."""
-    norm = float(direction.norm())
-    if norm == 0.0:
-        return torch.zeros_like(fn(theta))
-    h = length / norm
-    return (fn(theta + h * direction) - fn(theta - h * direction)) / (2 * h)
+def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: float, ps: tuple) -> torch.Tensor:
+    """Row i: D fn(theta; ps_i) directions_i by a central difference of displacement ``length`` along directions_i.
 
-
-def fd_bracket(source: FieldSource, theta: torch.Tensor, ps: tuple, length: float,
-               x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[X, Y](theta) = DY X - DX Y by central differences, X = chi_p1 = x, Y = bracket_value(ps[1:]) = y at theta."""
-    return (_central(lambda t: bracket_value(source, t, ps[1:])[0], theta, x, length)
-            - _central(lambda t: source.field(t, ps[0]), theta, y, length))
+    ``fn(t, *p)`` is evaluated at the 2 n points theta +- h_i directions_i in one ``vmap``; a zero
+    direction gives a zero derivative.
+    """
+    norms = directions.norm(dim=1)
+    h = torch.where(norms > 0, length / norms.clamp_min(TINY), torch.ones_like(norms)).unsqueeze(1)
+    points = torch.cat([theta + h * directions, theta - h * directions])
+    doubled = [tree_map(lambda t: torch.cat([t, t]), p) for p in ps]
+    values = vmap(fn, in_dims=(0,) + (0,) * len(ps))(points, *doubled)
+    n = directions.shape[0]
+    return torch.where(norms.unsqueeze(1) > 0, (values[:n] - values[n:]) / (2 * h), torch.zeros_like(values[:n]))
 
 
 def _worst(errors: list[float]) -> float | None:
@@ -110,12 +109,14 @@ def _worst(errors: list[float]) -> float | None:
 
 def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 3, samples: int = 2,
                      generator: torch.Generator | None = None, step: float | None = None,
-                     threshold: float = DEFAULT_THRESHOLD) -> DerivativeCheck:
+                     threshold: float = DEFAULT_THRESHOLD, exemplars: dict | None = None) -> DerivativeCheck:
     """Compare ``samples`` random brackets at each level 2..``levels`` with central differences.
 
-    The jvp brackets are evaluated batched (``vmap``), as the engine does; the
-    differences one by one. ``generator`` defaults to seed 0; ``step`` to
-    eps^(1/3) (relative to |theta|_rms, see the module doc).
+    The jvp brackets are evaluated batched (``vmap``), as the engine does, and
+    so are the finite differences (all samples and both signs in one ``vmap``).
+    ``generator`` defaults to seed 0; ``step`` to eps^(1/3) (relative to
+    |theta|_rms, see the module doc). ``exemplars`` (``LieResult.exemplars``):
+    the engine's own brackets per level, checked instead of fresh draws where present.
     """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ConslawError(f"derivative_check needs levels >= 2 (brackets), got {levels!r}",
@@ -132,17 +133,23 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
     worst: dict[int, float | None] = {}
     checked: dict[int, int] = {}
     for level in range(2, levels + 1):
-        batched = [source.sample(samples, generator) for _ in range(level)]
-        values, scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)(*batched)
+        if exemplars and level in exemplars:
+            batched, values, scales = exemplars[level]
+        else:
+            batched = [source.sample(samples, generator) for _ in range(level)]
+            values, scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)(*batched)
+        first, rest = batched[0], batched[1:]
+        x = vmap(lambda p: source.field(theta, p))(first)
+        y, y_scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * len(rest))(*rest)
+        # [X, Y] = DY X - DX Y, both directional derivatives by central differences of the lower-order values
+        fd = (_central_batched(lambda t, *p: bracket_value(source, t, p)[0], theta, x, length, tuple(rest))
+              - _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,)))
         errors = []
-        for i in range(samples):
-            ps = tuple(tree_map(lambda t, i=i: t[i], p) for p in batched)
-            y, y_scale = bracket_value(source, theta, ps[1:])
-            if level > 2 and float(y.norm()) < CANCELLED * float(y_scale):
+        for i in range(values.shape[0]):
+            if level > 2 and float(y[i].norm()) < CANCELLED * float(y_scales[i]):
                 continue  # Y is round-off: its difference quotient is noise
-            fd = fd_bracket(source, theta, ps, length, source.field(theta, ps[0]), y)
-            denominator = max(float(scales[i]), float(fd.norm()), TINY)
-            errors.append(float((values[i] - fd).norm()) / denominator)
+            denominator = max(float(scales[i]), float(fd[i].norm()), TINY)
+            errors.append(float((values[i] - fd[i]).norm()) / denominator)
         worst[level], checked[level] = _worst(errors), len(errors)
     overall = _worst([e for e in worst.values() if e is not None])  # level 2 is always scored
     return DerivativeCheck(levels=worst, checked=checked, worst_relative_error=math.nan if overall is None else overall,
@@ -163,7 +170,8 @@ def checked_derivatives(source, theta: torch.Tensor, lie, seed: int,
     levels = min(3, len(lie.levels))
     if levels < 2:
         return None
-    check = derivative_check(source, theta, levels=levels, samples=2, generator=torch.Generator().manual_seed(seed))
+    check = derivative_check(source, theta, levels=levels, samples=2, generator=torch.Generator().manual_seed(seed),
+                             exemplars=lie.exemplars)
     if not check.ok:
         warnings.append(f"derivative check failed: the engine's brackets differ from finite differences by "
                         f"{check.worst_relative_error:.1e} (> {check.threshold:g}); the count is not trustworthy "

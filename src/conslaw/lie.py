@@ -69,6 +69,8 @@ class LieResult:
     seconds: float
     basis: torch.Tensor = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    #: per level, the first brackets drawn: (arguments p1..pk, raw values, scales), for the derivative check
+    exemplars: dict = field(default_factory=dict, repr=False)
 
     @property
     def lie_laws(self) -> int:
@@ -106,18 +108,31 @@ def bracket_value(source: FieldSource, theta: torch.Tensor, ps: tuple) -> tuple[
 
 
 def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int,
-                    generator: torch.Generator, batch: int = 256) -> torch.Tensor:
-    """n random level-``level`` brackets at theta, each divided by its scale: (n, D)."""
+                    generator: torch.Generator, batch: int = 256, exemplars: dict | None = None) -> torch.Tensor:
+    """n random level-``level`` brackets at theta, each divided by its scale: (n, D).
+
+    ``exemplars``: when given and without an entry for ``level``, the first
+    :data:`EXEMPLARS` brackets are stored there as ``(args, values, scales)``
+    (the arguments p1..pk, the raw values, the scales), so that the
+    derivative check can test the engine's own brackets without recomputing them.
+    """
     ps = [source.sample(n, generator) for _ in range(level)]
     fn = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)
     rows = []
     for start in range(0, n, batch):
         chunk = [tree_map(lambda t, s=start: t[s:s + batch], p) for p in ps]
         value, scale = fn(*chunk)
+        if exemplars is not None and level not in exemplars:
+            k = min(EXEMPLARS, value.shape[0])
+            exemplars[level] = ([tree_map(lambda t, k=k: t[:k], p) for p in chunk], value[:k].clone(),
+                                scale[:k].clone())
         scale = scale.unsqueeze(1)
         rows.append(torch.where(scale > 0, value / scale.clamp_min(1e-300), torch.zeros_like(value)))
     return torch.cat(rows)
 
+
+#: brackets per level kept for the derivative check (LieResult.exemplars)
+EXEMPLARS = 2
 
 #: kept directions with a smaller singular value get a second Gram-Schmidt pass (see OrthonormalRows)
 REORTHOGONALIZE_BELOW = 1e-4
@@ -211,6 +226,7 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
     generator = torch.Generator().manual_seed(seed)
     basis = OrthonormalRows(D, theta.dtype, capacity=min(D, max_chunk))
     levels: list[LevelReport] = []
+    exemplars: dict = {}
     kept_min: float | None = None
     dropped_max: float | None = None
     saturated = False
@@ -221,7 +237,7 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
             want = D - basis.rank + margin
             want += int(source.oversample * (D - basis.rank))
             n = min(max_chunk, want)
-            rows = basis.project(sample_brackets(source, theta, level, n, generator, batch))
+            rows = basis.project(sample_brackets(source, theta, level, n, generator, batch, exemplars))
             drawn += n
             # the chunk's singular values by a Householder QR of rows^T (Q is never formed) and the SVD of the
             # small triangular factor: the same values as a direct SVD, several times faster when D >> n
@@ -256,7 +272,8 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
         raise RuntimeError(f"internal error: the Lie engine found {basis.rank} directions in dimension D = {D}")
     result = LieResult(D=D, dim=basis.rank, levels=levels, saturated=saturated,
                        smallest_kept=kept_min, largest_dropped=dropped_max, seed=seed,
-                       seconds=time.perf_counter() - start_time, basis=basis.rows)
+                       seconds=time.perf_counter() - start_time, basis=basis.rows,
+                       exemplars=exemplars)
     if not saturated and result.dim < D:
         result.warnings.append(f"stopped at max_level={max_level} while level {max_level} still "
                                "added directions: the count is an upper bound on the laws")

@@ -77,9 +77,12 @@ def test_hf_trainer_records_every_step_like_a_plain_loop_and_logs_to_tensorboard
     plain = plain_loop(laws)
     assert callback.monitor.steps == STEPS and len(callback.monitor.values) == STEPS + 1
     np.testing.assert_allclose(callback.relative_errors(), plain.relative_errors(), rtol=0, atol=1e-10)
-    # BERT's exact laws here are linear (softmax translation): SGD keeps them to round-off once Thm 2.1's
-    # correction undoes the decay; without the correction they move by the decay, and the two runs agree too
-    assert plain.relative_errors()[-1].max() < 1e-13
+    # BERT's linear laws (softmax translation, zero-gradient key biases) stay at round-off under SGD once
+    # Thm 2.1's correction undoes the decay; its quadratic attention laws move by O(lr^2) only
+    linear = np.array([law.quad is None or law.quad[2].numel() == 0 for law in laws])
+    final = plain.relative_errors()[-1][:len(laws)]
+    assert linear.sum() >= 8 and (~linear).sum() >= 8
+    assert final[linear].max() < 1e-13 and 1e-12 < final[~linear].max() < 1e-6
     uncorrected = callback.relative_errors(corrected=False)
     np.testing.assert_allclose(uncorrected, plain.relative_errors(corrected=False), rtol=0, atol=1e-10)
     assert uncorrected[-1].max() > 1e-4
@@ -111,5 +114,11 @@ def test_hf_trainer_gradient_accumulation_records_each_real_update(tmp_path):
     # 20 updates of 2 micro-batches of 2 = the plain loop's 20 steps of 4 (mean losses: the same gradients)
     assert callback.monitor.steps == STEPS and list(callback.monitor.recorded_steps) == [0, 4, 8, 12, 16, 20]
     plain = plain_loop(laws)
-    np.testing.assert_allclose(callback.relative_errors(corrected=False),
-                               plain.relative_errors(corrected=False)[::4], rtol=0, atol=1e-10)
+    # linear laws (decay only, Thm 2.1) agree to round-off; the quadratic attention laws also see the O(lr^2)
+    # part of the trajectory, which two micro-batches move by ~1e-4 of the decay's effect: compared relatively
+    linear = [law.quad is None or law.quad[2].numel() == 0 for law in laws]
+    mine, theirs = callback.relative_errors(corrected=False), plain.relative_errors(corrected=False)[::4]
+    lin = np.flatnonzero(linear)
+    quad = np.flatnonzero(~np.array(linear))
+    np.testing.assert_allclose(mine[:, lin], theirs[:, lin], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(mine[:, quad], theirs[:, quad], rtol=2e-3, atol=1e-12)

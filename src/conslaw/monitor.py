@@ -52,7 +52,7 @@ from .errors import ConslawError
 from .history import History
 from .io import atomic_write, dumps_json
 from .law_evaluator import LawEvaluator, squared_norms
-from .laws import Law
+from .laws import Law, QuadraticLaw
 from .params import DTYPE, ParamSpace, unwrap_model
 
 __all__ = ["LawMonitor", "frobenius_error", "matrix_groups", "prop51_bound", "squared_norms", "unwrap_model",
@@ -275,6 +275,9 @@ class LawMonitor:
         if scale is not None:
             if len(self._values) == 0:
                 self._denominator = np.maximum(np.abs(values), scale)
+                zero = self._denominator == 0
+                if zero.any():  # terms all exactly 0 at theta_0 (zero-initialised parameters): the typical size
+                    self._denominator[zero] = self._typical_scale(zero)
             else:
                 zero = self._denominator == 0
                 self._denominator[zero] = scale[zero]
@@ -414,6 +417,29 @@ class LawMonitor:
         return remove
 
     # ---- results ----------------------------------------------------------------------------------------------
+
+    def _typical_scale(self, which: np.ndarray) -> np.ndarray:
+        """For the laws ``which``: the scale of their terms on parameters of the model's typical size.
+
+        sum_t |c_t| rho^2 + sum_s |l_s| rho, rho the root mean square of all parameters at theta_0: the scale a
+        law on zero-initialised parameters (a bias, a zero head) is measured against, so that round-off
+        (1e-19 on BERT's zero key biases) reads as round-off and not as a 100 % change. 0 for a law given
+        only by a function, or when every parameter is 0; such a law takes its scale from the first record
+        where its terms are not all zero.
+        """
+        with torch.no_grad():
+            flat = [p.detach().double().reshape(-1) for p in self.model.parameters()]
+            total = sum(float(f.square().sum()) for f in flat)
+            count = sum(f.numel() for f in flat)
+        rho = math.sqrt(total / count) if count else 0.0
+        out = np.zeros(int(which.sum()))
+        for k, i in enumerate(np.flatnonzero(which)):
+            law = self.laws[i]
+            if isinstance(law, QuadraticLaw):
+                quad = float(law.quad[2].abs().sum()) if law.quad is not None else 0.0
+                lin = float(law.lin[1].abs().sum()) if law.lin is not None else 0.0
+                out[k] = quad * rho ** 2 + lin * rho
+        return out
 
     def _errors(self, vals: np.ndarray, h0: np.ndarray) -> np.ndarray:
         """Scale-aware errors of the rows ``vals`` (laws, then Frobenius groups)."""

@@ -166,10 +166,17 @@ def test_sparse_rank_sketch_keeps_the_rank_threshold():
     assert sparse_rank(_sparse_rows(rest), 2000, max_dense_bytes=1) == 5
 
 
-def test_sparse_rank_refuses_a_rest_too_large_to_sketch(monkeypatch):
+def test_sparse_rank_refuses_a_rest_too_large_to_sketch_or_to_project(monkeypatch):
     import conslaw.rank as rank_module
 
+    rows = _sparse_rows(np.random.default_rng(2).standard_normal((5, 50)))
     monkeypatch.setattr(rank_module, "MAX_SKETCH_ROWS", 3)
-    rng = np.random.default_rng(2)
-    with pytest.raises(GroupTooLarge, match="4 rows sharing 50 coordinates after removing 1 disjoint"):
-        sparse_rank(_sparse_rows(rng.standard_normal((5, 50))), 50, max_dense_bytes=1)
+    with pytest.raises(GroupTooLarge, match="4 rows sharing coordinates after removing 1 disjoint"):
+        sparse_rank(rows, 50, max_dense_bytes=1)
+    # the projection's size is bounded before it is formed: 4 rows each meeting the 50-entry disjoint row
+    monkeypatch.setattr(rank_module, "MAX_SKETCH_ROWS", 2048)
+    monkeypatch.setattr(rank_module, "MAX_PROJECTION_BYTES", 24 * 399)
+    with pytest.raises(GroupTooLarge, match="4 rows whose projection would hold 400 entries"):
+        sparse_rank(rows, 50, max_dense_bytes=1)
+    monkeypatch.setattr(rank_module, "MAX_PROJECTION_BYTES", 24 * 400)
+    assert sparse_rank(rows, 50, max_dense_bytes=1) == 5

@@ -160,7 +160,16 @@ def wide_group_rank(rows: sp.csr_matrix, rtol: float, max_dense_bytes: float) ->
     rest = np.setdiff1d(np.arange(rows.shape[0]), disjoint)
     if not rest.size:
         return len(disjoint)
+    if rest.size > MAX_SKETCH_ROWS:
+        raise GroupTooLarge(f"{rest.size} rows sharing coordinates after removing {len(disjoint)} disjoint ones")
     s, others = rows[disjoint], rows[rest]
+    # the projection's entries, bounded before it is formed: each row gains the support of every disjoint row
+    # it meets (the BatchNorm laws of a ResNet-18 would have filled tens of GB)
+    meets = (abs(others) @ abs(s).T).tocsr()
+    meets.data[:] = 1.0
+    entries = float((meets @ np.diff(s.indptr).astype(float)).sum()) + others.nnz
+    if 24.0 * entries > MAX_PROJECTION_BYTES:
+        raise GroupTooLarge(f"{rest.size} rows whose projection would hold {entries:.3g} entries")
     projected = (others - (others @ s.T) @ s).tocsr()
     projected.eliminate_zeros()
     used, inverse = np.unique(projected.indices, return_inverse=True)
@@ -179,6 +188,8 @@ def wide_group_rank(rows: sp.csr_matrix, rtol: float, max_dense_bytes: float) ->
 
 #: row groups too wide for a dense block are sketched when they have at most this many rows
 MAX_SKETCH_ROWS = 2048
+#: and when their projection against the disjoint rows holds at most this many bytes
+MAX_PROJECTION_BYTES = 2**30
 
 
 def column_sketch(rows: sp.csr_matrix, seed: int = 0, block: int = 1 << 14) -> np.ndarray:

@@ -152,7 +152,7 @@ class LawMonitor:
     def theta(self) -> torch.Tensor:
         """The model's current parameters as one flat float64 vector (ParamSpace order)."""
         params = dict(self.model.named_parameters())
-        return torch.cat([params[n].detach().to(DTYPE).reshape(-1) for n in self.space.names])
+        return torch.cat([params[n].detach().to("cpu", DTYPE).reshape(-1) for n in self.space.names])
 
     def _build_vectorized(self):
         """Fast evaluation: laws made of squared norms of parameter slices (rescaling laws) from per-axis
@@ -205,9 +205,10 @@ class LawMonitor:
         factor = (lambda name: 1.0) if scales is None else scales.__getitem__
         with torch.no_grad():
             for name, axis, units, seg, sign in slot_plan:
-                out.index_add_(0, seg, sign * squared_norms(params[name].detach(), axis)[units] * factor(name) ** 2)
+                norms = squared_norms(params[name].detach(), axis).cpu()  # laws are evaluated on the CPU
+                out.index_add_(0, seg, sign * norms[units] * factor(name) ** 2)
             if len(rows):
-                theta = torch.cat([params[n].detach().to(DTYPE).reshape(-1) * factor(n) for n in names])
+                theta = torch.cat([params[n].detach().to("cpu", DTYPE).reshape(-1) * factor(n) for n in names])
                 part = torch.zeros(len(rows), dtype=DTYPE).index_add(0, seg_q, qc * theta[qi] * theta[qj])
                 part = part.index_add(0, seg_l, lc * theta[lk])
                 out[rows] = part

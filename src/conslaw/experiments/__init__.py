@@ -34,9 +34,14 @@ def _small(name):
     return runner
 
 
+def _prop51(quick, data, out, **options):
+    from .prop51 import prop51
+    return prop51(quick)
+
+
 EXPERIMENTS: dict[str, Callable] = {
     "thm21": _small("thm21"),
-    "prop51": _small("prop51"),
+    "prop51": _prop51,
     "sweep": _small("lr_sweep"),
     "appR": _small("appR"),
     "fig1": _fig1,

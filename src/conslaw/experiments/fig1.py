@@ -33,12 +33,22 @@ from .protocol import RunCache, RunSchema, conslaw_version, exponent_claims, fit
 from .training import train_monitored
 
 #: a law whose gradient makes a larger cosine than this with a loss gradient at theta_0 is no law of the model
-RESIDUAL_LIMIT = 1e-2
+RESIDUAL_LIMIT = 1e-3
 
 
 def build_model(width: int, norm: str, seed: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """The CIFAR ResNet-18 of Figure 1 (BatchNorm or none) seeded with ``seed``, on ``device`` in ``dtype``."""
-    return seeded(lambda: resnet18_cifar(width=width, batchnorm=norm == "bn"), seed).to(device, dtype)
+    """The CIFAR ResNet-18 of Figure 1 (BatchNorm or none) seeded with ``seed``, on ``device`` in ``dtype``.
+
+    Initialized in float32 whatever torch's default dtype (the draws depend on it), then cast: the
+    same seed gives the same theta_0 in every process, as the run cache's key assumes.
+    """
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        model = seeded(lambda: resnet18_cifar(width=width, batchnorm=norm == "bn"), seed)
+    finally:
+        torch.set_default_dtype(default)
+    return model.to(device, dtype)
 
 
 _LAWS: dict[tuple, tuple] = {}

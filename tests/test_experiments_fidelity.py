@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from _cli import _capture, conslaw  # noqa: F401  (the autouse fixture and the in-process runner)
 from conslaw.experiments import fig1, fig5
 from conslaw.experiments.fidelity import figure_deviations
 from conslaw.experiments.fig1_laws import block_law, control_law, gradient_residual
 from conslaw.experiments.prop51 import C_H, check, prop51, trajectories
 from conslaw.monitor import LawMonitor
-from _cli import _capture, conslaw  # noqa: F401  (the autouse fixture and the in-process runner)
 
 #: the paper's numbers (Sec 5.2, App O), written here, never read from the code under test
 PAPER_LR_RANGE = (1e-3, 5e-3)

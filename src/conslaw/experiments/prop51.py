@@ -110,7 +110,7 @@ def prop51(quick: bool = True) -> dict:
         claim("Prop 5.1 bound (27) holds, C_L = sup_k E|grad L|^2", "E|h_k-h_0| <= C_h C_L/2 sum tau^2",
               f"max error/bound {max(constant['max_error_over_bound'], dec_worst):.2f}",
               constant["holds"] and dec_worst <= 1.0),
-        claim("Prop 5.1 bound has the error's order tau^2", f"error/bound ratio same for tau x8",
+        claim("Prop 5.1 bound has the error's order tau^2", "error/bound ratio same for tau x8",
               f"ratio spread {constant['ratio_spread']:.2f} (<= {ORDER_SPREAD:g})", constant["same_order"]),
         claim("decaying steps: bounded error", "O(tau_0^2), no growth", f"error(k)/error(k/2) = {growth:.2f}",
               growth < 1.5)]

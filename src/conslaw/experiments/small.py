@@ -65,7 +65,8 @@ def thm21(quick: bool = True) -> dict:
         optimizer=f"gradient flow (adaptive ODE solver, rtol 1e-11) with weight decay 0.2 + 0.1 cos t up to "
                   f"t = {2.0 if quick else 6.0:g}")
     return {"experiment": "thm21", "law": law.formula, "protocol_record": record, "deviations": [],
-            "notes": ["the paper runs no experiment for Thm 2.1: a numerical check of the theorem"], "Lambda_end": float(traj.Lambda[-1]),
+            "notes": ["the paper runs no experiment for Thm 2.1: a numerical check of the theorem"],
+            "Lambda_end": float(traj.Lambda[-1]),
             "corrected_max_rel_deviation": corrected_dev, "plain_rel_change": decay,
             "plain_vs_exp_minus_2Lambda": predicted_dev,
             "claims": [
@@ -132,7 +133,8 @@ def appR(quick: bool = True) -> dict:
         law="|u| - |v| (App R)", law_formula="|theta[1]| - |theta[0]|", learning_rates=[1e-3], seeds=1, steps=50,
         batch=None, dtype="torch.float64", optimizer="sign descent theta <- theta - lr sign(grad L) (eq. 11)")
     return {"experiment": "appR", "scalar_abs_law_drift": drift, "protocol_record": record, "deviations": [],
-            "notes": ["App R counts sign-gradient spans numerically; this also runs sign descent and checks |u| - |v|"], "larger_num_laws": larger.num_laws,
+            "notes": ["App R counts sign-gradient spans numerically; this also runs sign descent and checks |u| - |v|"],
+            "larger_num_laws": larger.num_laws,
             "larger_gradient_law_change": change,
             "claims": [{"claim": "App R: |u| - |v| kept by sign descent (n=m=r=1)", "paper": "conserved",
                         "measured": f"drift {drift:.1e}", "pass": drift < 1e-12},

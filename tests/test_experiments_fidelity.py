@@ -186,3 +186,27 @@ def test_prop51_claims_and_protocol():
     result = prop51(quick=True)
     assert all(c["pass"] for c in result["claims"]) and len(result["claims"]) == 3
     assert "max over steps" in result["c_l_definition"] and result["deviations"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::ResourceWarning")
+def test_ray_executor_equals_the_local_executor_bit_for_bit(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from conslaw.experiments import reproduce
+
+    monkeypatch.setenv("CONSLAW_RAY_CPUS", "2")  # a local Ray instance with 2 CPUs
+    threads = torch.get_num_threads()
+    try:
+        local = reproduce("fig5", quick=True, out=str(tmp_path / "local"), threads=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    remote = reproduce("fig5", quick=True, out=str(tmp_path / "ray"), executor="ray", progress=False)
+    assert remote["runs_computed"] == local["runs_computed"] == 24
+    assert remote["by_dtype"] == local["by_dtype"]  # floats compared exactly
+    records = sorted(p.name for p in (tmp_path / "local" / "fig5" / "runs").glob("*.json"))
+    assert records == sorted(p.name for p in (tmp_path / "ray" / "fig5" / "runs").glob("*.json"))
+    for name in records:
+        ours, theirs = (json.loads((tmp_path / side / "fig5" / "runs" / name).read_text()) for side in ("local", "ray"))
+        assert ours["digest"] == theirs["digest"] and ours["result"] == theirs["result"]
+    again = reproduce("fig5", quick=True, out=str(tmp_path / "ray"), executor="ray", progress=False)
+    assert (again["runs_computed"], again["runs_reused"]) == (0, 24)  # the same cache: nothing recomputed

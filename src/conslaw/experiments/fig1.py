@@ -25,30 +25,20 @@ import torch
 
 from ..errors import ConslawError
 from ..io import atomic_write, dumps_json, ensure_dir, save_figure
-from ..models import resnet18_cifar, seeded
+from ..models import resnet18_cifar
 from .executor import Job, run_jobs, set_threads
 from .fidelity import draw_caption, figure_deviations, protocol_record
 from .fig1_laws import block_law, check_options, control_law, gradient_residual, why_conserved
 from .protocol import RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
-from .training import train_monitored
+from .training import init_model, train_monitored
 
 #: a law whose gradient makes a larger cosine than this with a loss gradient at theta_0 is no law of the model
 RESIDUAL_LIMIT = 1e-3
 
 
 def build_model(width: int, norm: str, seed: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """The CIFAR ResNet-18 of Figure 1 (BatchNorm or none) seeded with ``seed``, on ``device`` in ``dtype``.
-
-    Initialized in float32 whatever torch's default dtype (the draws depend on it), then cast: the
-    same seed gives the same theta_0 in every process, as the run cache's key assumes.
-    """
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        model = seeded(lambda: resnet18_cifar(width=width, batchnorm=norm == "bn"), seed)
-    finally:
-        torch.set_default_dtype(default)
-    return model.to(device, dtype)
+    """The CIFAR ResNet-18 of Figure 1 (BatchNorm or none) seeded with ``seed`` (float32 init), on ``device``."""
+    return init_model(lambda: resnet18_cifar(width=width, batchnorm=norm == "bn"), seed, device, dtype)
 
 
 _LAWS: dict[tuple, tuple] = {}
@@ -71,7 +61,7 @@ def one_run(lr: float, seed: int, config: dict, images, labels) -> dict:
     device = config["device"]
     model = build_model(config["width"], config["norm"], seed, device, getattr(torch, config["dtype"]))
     h, control = architecture_laws(config["width"], config["norm"], config["law"])
-    residual = gradient_residual(model, h, images, labels, config["batch"], seed=seed)
+    residual = gradient_residual(model, h, images, labels, min(config["batch"], 32), seed=seed)
     if residual > RESIDUAL_LIMIT:
         raise ConslawError(f"the tracked function is no law of this model at theta_0: cos(grad h, grad L) = "
                            f"{residual:.2e} > {RESIDUAL_LIMIT:g}", "report this: the block's structure changed")

@@ -25,7 +25,7 @@ import torch
 
 from ..io import atomic_write, dumps_json, ensure_dir, save_figure
 from ..laws import QuadraticLaw, unit_slot
-from ..models import TransformerClassifier, seeded
+from ..models import TransformerClassifier
 from ..monitor import frobenius_error, matrix_groups
 from ..nn import MHALayout, find_laws
 from ..nn.attention import QK
@@ -34,7 +34,7 @@ from .executor import Job, run_jobs, set_threads
 from .fidelity import draw_caption, figure_deviations, protocol_record
 from .fig1 import check_device
 from .protocol import EXPONENT_TOLERANCE, RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
-from .training import train_monitored
+from .training import init_model, train_monitored
 
 #: the training dtypes of every run; the claims rest on the second
 DTYPES = ("float32", "float64")
@@ -57,10 +57,10 @@ def head_laws(model, tokens):
 
 
 def build_model(shape: tuple, masked: bool, seed: int, device: str = "cpu", dtype: str = "float64"):
-    """The Transformer classifier of Figure 5 seeded with ``seed``, on ``device`` in ``dtype``."""
+    """The Transformer classifier of Figure 5 seeded with ``seed`` (float32 init), on ``device`` in ``dtype``."""
     vocab, length, dim, heads, hidden = shape
-    model = seeded(lambda: TransformerClassifier(vocab, length, dim, heads, hidden, 1, 2, causal=masked), seed)
-    return model.to(device, getattr(torch, dtype))
+    return init_model(lambda: TransformerClassifier(vocab, length, dim, heads, hidden, 1, 2, causal=masked), seed,
+                      device, getattr(torch, dtype))
 
 
 _LAWS: dict[tuple, tuple] = {}

@@ -5,7 +5,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..models import seeded
 from ..monitor import LawMonitor
+
+
+def init_model(factory, seed: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """``factory()`` seeded with ``seed``, initialized in float32 whatever torch's default dtype, then cast.
+
+    The initial draws depend on the default dtype: initializing in float32 always gives the same
+    theta_0 for a seed in every process (a test under a float64 default, a Ray worker), as the run
+    cache's key assumes.
+    """
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        model = seeded(factory, seed)
+    finally:
+        torch.set_default_dtype(default)
+    return model.to(device, dtype)
 
 
 def train_monitored(model, laws, inputs, labels, lr: float, steps: int, batch: int, seed: int,

@@ -1,0 +1,73 @@
+"""Cost of Figure 1's full protocol: find_laws on the width-64 ResNet-18, and one SGD run's per-step time.
+
+Usage: python benchmarks/fig1_cost.py [find_laws|steps] [--width 64] [--threads 2]
+Prints one JSON object (seconds, peak resident memory in GB). Results are recorded in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+
+def peak_gb() -> float:
+    """Peak resident memory of this process in GB (Linux ru_maxrss is in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def find_laws_cost(width: int) -> dict:
+    """find_laws(numeric=False) on the CIFAR ResNet-18 of Figure 1, as the earlier fig1 called it per run."""
+    from conslaw.experiments.fig1 import build_model
+    from conslaw.nn import find_laws
+
+    model = build_model(width, "bn", 0)
+    example = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    found = find_laws(model, example, "cross_entropy", numeric=False, batches=2)
+    seconds = time.perf_counter() - start
+    return {"what": "find_laws", "width": width, "seconds": seconds, "peak_gb": peak_gb(), "laws": len(found.laws)}
+
+
+def steps_cost(width: int, steps: int, batch: int) -> dict:
+    """Per-step time of one Figure 1 run (SGD + LawMonitor), and of the law check at theta_0."""
+    from conslaw.data.cifar import synthetic_cifar10
+    from conslaw.experiments.fig1 import architecture_laws, build_model
+    from conslaw.experiments.fig1_laws import gradient_residual
+    from conslaw.experiments.training import train_monitored
+
+    images, labels = synthetic_cifar10(2048)
+    start = time.perf_counter()
+    h, control = architecture_laws(width, "bn", "eq17")
+    laws_s = time.perf_counter() - start
+    model = build_model(width, "bn", 0)
+    start = time.perf_counter()
+    gradient_residual(model, h, images, labels, batch)
+    check_s = time.perf_counter() - start
+    start = time.perf_counter()
+    train_monitored(model, [h, control], images, labels, 1e-3, steps, batch, 0)
+    step_s = (time.perf_counter() - start) / steps
+    runs, full_steps = 50, 50
+    return {"what": "steps", "width": width, "batch": batch, "threads": torch.get_num_threads(),
+            "laws_seconds": laws_s, "check_seconds": check_s, "seconds_per_step": step_s, "peak_gb": peak_gb(),
+            "full_fig1_hours": runs * (full_steps * step_s + check_s) / 3600}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["find_laws", "steps"])
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = find_laws_cost(args.width) if args.what == "find_laws" else steps_cost(args.width, args.steps, args.batch)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

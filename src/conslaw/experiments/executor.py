@@ -82,7 +82,16 @@ def _run_ray(cache, schema, jobs, missing, results, bar, ray_address) -> None:
         started = True
     try:
         task = ray.remote(num_cpus=1)(_remote_run)
-        pending = {task.remote(jobs[i].fn, jobs[i].args): i for i in missing}
+        shipped: dict[int, object] = {}
+
+        def ship(arg):  # large tensors (the data set) go to the object store once, not once per task
+            if hasattr(arg, "numel") and arg.numel() > 100_000:
+                if id(arg) not in shipped:
+                    shipped[id(arg)] = ray.put(arg)
+                return shipped[id(arg)]
+            return arg
+
+        pending = {task.remote(jobs[i].fn, *map(ship, jobs[i].args)): i for i in missing}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -95,8 +104,8 @@ def _run_ray(cache, schema, jobs, missing, results, bar, ray_address) -> None:
             ray.shutdown()
 
 
-def _remote_run(fn, args):
-    """A Ray task: one run on one thread (as the local executor with threads=1)."""
+def _remote_run(fn, *args):
+    """A Ray task: one run on one thread (as the local executor with threads=1); Ray resolves the shipped args."""
     import torch
 
     torch.set_num_threads(1)

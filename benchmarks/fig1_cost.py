@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
 import torch
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (a loaded machine stretches wall time, not this)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_gb() -> float:
@@ -26,10 +33,11 @@ def find_laws_cost(width: int) -> dict:
 
     model = build_model(width, "bn", 0)
     example = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     found = find_laws(model, example, "cross_entropy", numeric=False, batches=2)
     seconds = time.perf_counter() - start
-    return {"what": "find_laws", "width": width, "seconds": seconds, "peak_gb": peak_gb(), "laws": len(found.laws)}
+    return {"what": "find_laws", "width": width, "seconds": seconds, "cpu_seconds": cpu_seconds() - cpu,
+            "peak_gb": peak_gb(), "laws": len(found.laws), "load_average": os.getloadavg()[0]}
 
 
 def steps_cost(width: int, steps: int, batch: int) -> dict:
@@ -47,12 +55,14 @@ def steps_cost(width: int, steps: int, batch: int) -> dict:
     start = time.perf_counter()
     gradient_residual(model, h, images, labels, batch)
     check_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     train_monitored(model, [h, control], images, labels, 1e-3, steps, batch, 0)
     step_s = (time.perf_counter() - start) / steps
+    step_cpu = (cpu_seconds() - cpu) / steps
     runs, full_steps = 50, 50
     return {"what": "steps", "width": width, "batch": batch, "threads": torch.get_num_threads(),
-            "laws_seconds": laws_s, "check_seconds": check_s, "seconds_per_step": step_s, "peak_gb": peak_gb(),
+            "laws_seconds": laws_s, "check_seconds": check_s, "seconds_per_step": step_s,
+            "cpu_seconds_per_step": step_cpu, "peak_gb": peak_gb(), "load_average": os.getloadavg()[0],
             "full_fig1_hours": runs * (full_steps * step_s + check_s) / 3600}
 
 

@@ -136,6 +136,9 @@ def test_fig1_cli_variant_prints_protocol_and_stores_it(tmp_path):
     bad = conslaw("reproduce", "fig1", "--quick", "--law", "bn-exact", "--norm", "none", "--out", str(tmp_path))
     assert bad.returncode == 2 and "needs the BatchNorm model" in bad.stderr
     assert conslaw("reproduce", "fig5", "--law", "eq17", "--out", str(tmp_path)).returncode == 2
+    if not torch.cuda.is_available():
+        gpu = conslaw("reproduce", "fig1", "--quick", "--device", "cuda", "--out", str(tmp_path))
+        assert gpu.returncode == 2 and "'cuda' is not available here" in gpu.stderr
 
 
 def test_fig5_shows_float32_and_float64_and_says_which_the_claims_rest_on(tmp_path):

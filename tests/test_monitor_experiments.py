@@ -97,7 +97,8 @@ def test_lr_sweep_exponents_law_two_control_one():
 
 def test_prop51_bound_and_decaying_steps():
     result = prop51(quick=True)
-    assert all(c["pass"] for c in result["claims"])
+    assert all(c["pass"] for c in result["claims"]) and len(result["claims"]) == 3
+    assert "max over steps" in result["c_l_definition"] and result["deviations"] == []
     assert result["results"]["decaying"]["max_error_over_bound"] < 1.0
 
 

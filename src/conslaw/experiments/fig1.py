@@ -3,7 +3,8 @@
 Protocol (Sec 5.2, App O Fig 4): SGD without momentum or weight decay, learning rates 1e-3 .. 5e-3,
 10 seeds, 50 steps; tracked: h = sum_j h_j of eq. (17) over the channels of the first residual block,
 |conv2.weight|_F^2 - |conv1.weight|_F^2, on the standard (BatchNorm) CIFAR ResNet-18 of width 64,
-relative error |h(theta_k) - h(theta_0)| / |h(theta_0)|; control |fc.weight|^2 (error ~ lr). Options:
+relative error |h(theta_k) - h(theta_0)| / |h(theta_0)|; control |fc.bias|^2 (error ~ lr; |fc.weight|^2
+without normalization). Options:
 ``law="bn-exact"`` (the exact BatchNorm law), ``norm="none"`` (no normalization: eq. 17 exact); see
 :mod:`conslaw.experiments.fig1_laws`. ``quick``: width 8, 2 seeds, 3 learning rates, 10 steps.
 
@@ -49,7 +50,7 @@ def architecture_laws(width: int, norm: str, law: str):
     key = (width, norm, law)
     if key not in _LAWS:
         model = build_model(width, norm, 0)
-        _LAWS[key] = (block_law(model, law, norm), control_law(model))
+        _LAWS[key] = (block_law(model, law, norm), control_law(model, norm))
     return _LAWS[key]
 
 

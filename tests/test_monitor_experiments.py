@@ -126,7 +126,9 @@ def test_cifar_reader_parses_the_python_batch_format(tmp_path):
 def test_fig1_quick_runs_resumes_and_trains_on_cifar_format(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
     write_python_batches(tmp_path / "data", images, np.arange(20) % 10, per_batch=4)
+    threads = torch.get_num_threads()
     result = reproduce("fig1", quick=True, data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    assert torch.get_num_threads() == threads  # the quick protocol's one thread is restored afterwards
     keys = {"experiment", "synthetic", "runs", "learning_rates", "seeds", "steps", "exponent_conserved",
             "exponent_control", "figure", "results"}
     assert keys <= set(result) and result["synthetic"] is False and result["runs"] == 6

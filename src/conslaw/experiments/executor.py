@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -33,6 +34,24 @@ class Job:
     inputs: dict
     fn: Callable[..., dict]
     args: tuple = field(default_factory=tuple)
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` torch threads (None: torch's default), then restore the previous number.
+
+    The quick protocols pass 1: their models are tiny, and on a shared 2-core machine two OpenMP threads
+    spin against the other loads (measured: ``reproduce fig1 --quick`` 125 s of CPU with 2 threads, 6 s
+    with 1).
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        set_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def set_threads(threads: int | None) -> int:

@@ -27,7 +27,7 @@ import torch
 from ..errors import ConslawError
 from ..io import atomic_write, dumps_json, ensure_dir, save_figure
 from ..models import resnet18_cifar
-from .executor import Job, run_jobs, set_threads
+from .executor import Job, run_jobs, torch_threads
 from .fidelity import draw_caption, figure_deviations, protocol_record
 from .fig1_laws import block_law, check_options, control_law, gradient_residual, why_conserved
 from .protocol import RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
@@ -112,9 +112,16 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
         law: str = "eq17", norm: str = "bn", device: str = "cpu", executor: str = "local",
         ray_address: str | None = None, threads: int | None = None) -> dict:
     """Figure 1: every (seed, lr) run (cached), fitted exponents, claims, protocol, figure and JSON."""
+    with torch_threads(threads if threads is not None else (1 if quick else None)):
+        return _run(quick, data, out, progress, law, norm, device, executor, ray_address)
+
+
+def _run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True,
+         law: str = "eq17", norm: str = "bn", device: str = "cpu", executor: str = "local",
+         ray_address: str | None = None) -> dict:
+    """The body of :func:`run` (under its thread setting)."""
     check_options(law, norm)
     check_device(device)
-    set_threads(threads)
     out_dir = Path(out) / "fig1"
     ensure_dir(out_dir / "runs")
     size = sizes(quick)

@@ -30,7 +30,7 @@ from ..monitor import frobenius_error, matrix_groups
 from ..nn import MHALayout, find_laws
 from ..nn.attention import QK
 from ..params import ParamSpace
-from .executor import Job, run_jobs, set_threads
+from .executor import Job, run_jobs, torch_threads
 from .fidelity import draw_caption, figure_deviations, protocol_record
 from .fig1 import check_device
 from .protocol import EXPONENT_TOLERANCE, RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
@@ -137,8 +137,14 @@ def run(quick: bool = True, data: str | None = None, out: str = "results", progr
         device: str = "cpu", executor: str = "local", ray_address: str | None = None,
         threads: int | None = None) -> dict:
     """Figure 5: every (dtype, mask, seed, lr) run (cached), fitted exponents, claims, protocol, figure, JSON."""
+    with torch_threads(threads if threads is not None else (1 if quick else None)):
+        return _run(quick, data, out, progress, device, executor, ray_address)
+
+
+def _run(quick: bool = True, data: str | None = None, out: str = "results", progress: bool = True,
+         device: str = "cpu", executor: str = "local", ray_address: str | None = None) -> dict:
+    """The body of :func:`run` (under its thread setting)."""
     check_device(device)
-    set_threads(threads)
     out_dir = Path(out) / "fig5"
     ensure_dir(out_dir / "runs")
     size = sizes(quick)

@@ -22,9 +22,11 @@ esac
 "$PY" -m pip install numpy "pillow>=5.3.0,!=8.3.*" pyyaml huggingface_hub safetensors
 # Hugging Face transformers (no torch requirement of its own)
 "$PY" -m pip install transformers
+# Ray (conslaw[ray], no torch requirement): `conslaw reproduce ... --executor ray` and its slow test
+"$PY" -m pip install "ray>=2.9"
 
 after="$(torch_id)"
 if [ "$after" != "$before" ]; then
   echo "torch changed from '$before' to '$after'" >&2; exit 1
 fi
-echo "torch still $after; torchvision ${TORCHVISION_VERSION}, timm and transformers installed"
+echo "torch still $after; torchvision ${TORCHVISION_VERSION}, timm, transformers and ray installed"

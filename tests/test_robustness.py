@@ -40,11 +40,12 @@ def assert_one_line_error(proc, words=""):
 
 def fake_fig1_run(calls):
     """A stand-in for fig1.one_run: a valid record (law error ~ k lr^2, control ~ k lr) at no cost."""
-    def one_run(lr, seed, width, images, labels, steps, batch):
+    def one_run(lr, seed, config, images, labels):
         calls.append((lr, seed, len(images)))
+        steps = config["steps"]
         k = np.arange(steps + 1)
         return {"lr": lr, "seed": seed, "errors_law": (k * lr ** 2).tolist(), "errors_control": (k * lr).tolist(),
-                "losses": [2.3] * steps}
+                "losses": [2.3] * steps, "residual_theta0": 1e-7}
     return one_run
 
 

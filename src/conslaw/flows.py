@@ -88,6 +88,13 @@ def sign_descent(loss: Loss, theta0: torch.Tensor, steps: int, lr: float) -> Tra
 
 
 def fit_exponent(lrs, errors) -> float:
-    """p in error ~ lr^p: least-squares slope of log(error) on log(lr)."""
-    x, y = np.log(np.asarray(lrs, dtype=float)), np.log(np.asarray(errors, dtype=float))
+    """p in error ~ lr^p: least-squares slope of log(error) on log(lr); NaN when an error is 0 or not finite.
+
+    (An error of exactly 0 at some learning rate, e.g. a monitor that never records a change, has no
+    exponent: NaN makes every claim on it FAIL.)
+    """
+    errors = np.asarray(errors, dtype=float)
+    if not np.all(np.isfinite(errors) & (errors > 0)):
+        return float("nan")
+    x, y = np.log(np.asarray(lrs, dtype=float)), np.log(errors)
     return float(np.polyfit(x, y, 1)[0])

@@ -129,26 +129,40 @@ class RunCache:
 
     def run(self, stem: str, inputs: dict, schema: RunSchema, compute: Callable[[], dict]) -> dict:
         """The valid record of the run with ``inputs``, or ``compute()`` validated, written and returned."""
+        found = self.lookup(stem, inputs, schema)
+        return found if found is not None else self.store(stem, inputs, schema, compute())
+
+    def path(self, stem: str, inputs: dict) -> Path:
+        """Where the record of the run with ``inputs`` lives."""
+        return self.folder / f"{stem}_{run_key(inputs)[:16]}.json"
+
+    def lookup(self, stem: str, inputs: dict, schema: RunSchema) -> dict | None:
+        """The valid record's result (counted as reused), or None; an invalid record is moved aside first."""
         key = run_key(inputs)
-        path = self.folder / f"{stem}_{key[:16]}.json"
-        if path.exists():
-            reason = self._problem(path, key, inputs, schema)
-            if reason is None:
-                self.reused += 1
-                return _restore_nan(json.loads(path.read_text())["result"], schema)
-            aside = _free_name(path.with_name(path.name + ".corrupt"))
-            os.replace(path, aside)
-            self.set_aside.append(str(aside))
-            warnings.warn(f"run record {path} is invalid ({reason}): moved to {aside.name} and computed again",
-                          RuntimeWarning, stacklevel=2)
-        result = compute()
+        path = self.path(stem, inputs)
+        if not path.exists():
+            return None
+        reason = self._problem(path, key, inputs, schema)
+        if reason is None:
+            self.reused += 1
+            return _restore_nan(json.loads(path.read_text())["result"], schema)
+        aside = _free_name(path.with_name(path.name + ".corrupt"))
+        os.replace(path, aside)
+        self.set_aside.append(str(aside))
+        warnings.warn(f"run record {path} is invalid ({reason}): moved to {aside.name} and computed again",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+    def store(self, stem: str, inputs: dict, schema: RunSchema, result: dict) -> dict:
+        """Validate ``result``, write its record atomically (counted as computed), return it."""
+        key = run_key(inputs)
         safe = json_safe(result)
         problems = schema.problems(safe)
         if problems:
             raise RuntimeError(f"internal error: the run {stem} produced an invalid record: {'; '.join(problems)}")
         record = {"format": RUN_FORMAT, "key": key, "inputs": inputs,
                   "digest": hashlib.sha256(canonical(safe).encode()).hexdigest(), "result": safe}
-        atomic_write(path, dumps_json(record))
+        atomic_write(self.path(stem, inputs), dumps_json(record))
         self.computed += 1
         return result
 

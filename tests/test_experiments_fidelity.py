@@ -23,11 +23,11 @@ PAPER_STEPS = 50
 def test_reproduce_exits_1_and_lists_failing_claims_last_when_the_monitor_is_broken(tmp_path, monkeypatch):
     original = LawMonitor.record
 
-    def frozen(self, loss=None):  # a broken monitor: records the values of theta_0 for ever
-        original(self, loss)
-        if len(self.values) > 1:
-            self.values[-1] = self.values[0].copy()
-            self.corrected[-1] = self.corrected[0].copy()
+    def frozen(self, *args, **kwargs):  # a broken monitor: records the values of theta_0 for ever
+        original(self, *args, **kwargs)
+        for history in (self._values, self._corrected):
+            if history is not None and len(history) > 1:
+                history._buffer[len(history) - 1] = history._buffer[0]
 
     monkeypatch.setattr(LawMonitor, "record", frozen)
     proc = conslaw("reproduce", "fig5", "--quick", "--out", str(tmp_path))

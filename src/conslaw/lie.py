@@ -147,8 +147,7 @@ class OrthonormalRows:
     eps / s along the basis: harmless (< 1e-12) for s >= ``REORTHOGONALIZE_BELOW``,
     but up to eps / rtol = 1e-8 for directions near the threshold, and a
     basis that loses orthogonality reports spurious new directions (BERT had
-    gone past D). ``append(directions, reorthogonalize=True)`` therefore
-    projects such directions a second time ("twice is enough") and
+    gone past D). ``append`` therefore projects such directions a second time ("twice is enough") and
     re-orthonormalizes them by Cholesky QR; the n - new discarded rows of a
     chunk are projected once. The basis stays orthonormal to round-off.
     """
@@ -170,17 +169,23 @@ class OrthonormalRows:
         basis = self.rows
         return rows - (rows @ basis.T) @ basis
 
-    def append(self, directions: torch.Tensor, reorthogonalize: bool = True) -> None:
-        """Add orthonormal ``directions`` (k x D), projected once more against the kept rows if asked."""
+    def append(self, directions: torch.Tensor, reorthogonalize_from: int = 0) -> None:
+        """Add orthonormal ``directions`` (k x D, by decreasing singular value); rows from
+        ``reorthogonalize_from`` on (those below ``REORTHOGONALIZE_BELOW``) are projected once more.
+
+        The earlier rows keep basis components below eps / 1e-4, so the re-projected ones stay orthogonal
+        to them to ~1e-20 and only the re-projected block is re-orthonormalized.
+        """
         k = directions.shape[0]
         if not k:
             return
-        if self.rank and reorthogonalize:
+        if self.rank and reorthogonalize_from < k:
             # second Gram-Schmidt pass, then Cholesky QR: the projected directions are orthonormal up to
             # eps / rtol, so their Gram matrix is I + O(1e-8) and its Cholesky factor is perfectly stable
-            directions = self.project(directions)
-            chol = torch.linalg.cholesky(directions @ directions.T)
-            directions = torch.linalg.solve_triangular(chol, directions, upper=False)
+            tail = self.project(directions[reorthogonalize_from:])
+            chol = torch.linalg.cholesky(tail @ tail.T)
+            tail = torch.linalg.solve_triangular(chol, tail, upper=False)
+            directions = torch.cat([directions[:reorthogonalize_from], tail])
         need = self.rank + k
         if need > self.D:
             raise RuntimeError(f"internal error: the Lie engine found {need} directions in dimension D = {self.D}")
@@ -252,7 +257,7 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
                 padded = torch.zeros(D, new, dtype=u.dtype)
                 padded[:k] = u[:, :new]
                 basis.append(torch.ormqr(reflectors, tau, padded).T,
-                             reorthogonalize=bool(sv[new - 1] < REORTHOGONALIZE_BELOW))
+                             reorthogonalize_from=int((sv[:new] >= REORTHOGONALIZE_BELOW).sum()))
                 kept_min = min(kept_min or float("inf"), float(sv[new - 1]))
             if new < sv.numel():
                 dropped_max = max(dropped_max or 0.0, float(sv[new]))

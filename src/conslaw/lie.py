@@ -256,8 +256,11 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
                 # the kept directions Q @ [u[:, :new]; 0], applied from the reflectors (ormqr)
                 padded = torch.zeros(D, new, dtype=u.dtype)
                 padded[:k] = u[:, :new]
+                # all kept directions get the second pass when any is below REORTHOGONALIZE_BELOW: re-projecting
+                # only those below it (the rest keep eps / 1e-4 along the basis) made the mini GPT's count run
+                # away into spurious deep levels, for reasons not yet understood
                 basis.append(torch.ormqr(reflectors, tau, padded).T,
-                             reorthogonalize_from=int((sv[:new] >= REORTHOGONALIZE_BELOW).sum()))
+                             reorthogonalize_from=0 if sv[new - 1] < REORTHOGONALIZE_BELOW else new)
                 kept_min = min(kept_min or float("inf"), float(sv[new - 1]))
             if new < sv.numel():
                 dropped_max = max(dropped_max or 0.0, float(sv[new]))

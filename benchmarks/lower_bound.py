@@ -24,17 +24,10 @@ import subprocess
 import sys
 import time
 
-RUNGS = [
-    ("linear", [10, 10, 10], False),
-    ("relu", [10, 10, 10], True),
-    ("linear", [30, 20, 30], False),
-    ("relu", [30, 20, 30], True),
-    ("linear", [50, 40, 50], False),
-    ("relu", [50, 40, 50], True),
-    ("linear", [100, 50, 100], False),
-    ("relu", [100, 50, 100], True),
-    ("linear", [173, 87, 173], False),
-]
+from ladder import RUNGS as LADDER_RUNGS
+
+# the scale ladder's rungs (benchmarks/ladder.py), then D = 3 x 10^4
+RUNGS = [*LADDER_RUNGS, ("linear", [173, 87, 173], False)]
 
 
 def one_rung(arch: str, widths: list[int], bias: bool, threads: int | None) -> dict:

@@ -169,23 +169,17 @@ class OrthonormalRows:
         basis = self.rows
         return rows - (rows @ basis.T) @ basis
 
-    def append(self, directions: torch.Tensor, reorthogonalize_from: int = 0) -> None:
-        """Add orthonormal ``directions`` (k x D, by decreasing singular value); rows from
-        ``reorthogonalize_from`` on (those below ``REORTHOGONALIZE_BELOW``) are projected once more.
-
-        The earlier rows keep basis components below eps / 1e-4, so the re-projected ones stay orthogonal
-        to them to ~1e-20 and only the re-projected block is re-orthonormalized.
-        """
+    def append(self, directions: torch.Tensor, reorthogonalize: bool = True) -> None:
+        """Add orthonormal ``directions`` (k x D), projected once more against the kept rows if asked."""
         k = directions.shape[0]
         if not k:
             return
-        if self.rank and reorthogonalize_from < k:
+        if self.rank and reorthogonalize:
             # second Gram-Schmidt pass, then Cholesky QR: the projected directions are orthonormal up to
             # eps / rtol, so their Gram matrix is I + O(1e-8) and its Cholesky factor is perfectly stable
-            tail = self.project(directions[reorthogonalize_from:])
-            chol = torch.linalg.cholesky(tail @ tail.T)
-            tail = torch.linalg.solve_triangular(chol, tail, upper=False)
-            directions = torch.cat([directions[:reorthogonalize_from], tail])
+            directions = self.project(directions)
+            chol = torch.linalg.cholesky(directions @ directions.T)
+            directions = torch.linalg.solve_triangular(chol, directions, upper=False)
         need = self.rank + k
         if need > self.D:
             raise RuntimeError(f"internal error: the Lie engine found {need} directions in dimension D = {self.D}")
@@ -260,7 +254,7 @@ def _lie_trace_dimension(source: FieldSource, theta: torch.Tensor, *, seed: int,
                 # only those below it (the rest keep eps / 1e-4 along the basis) made the mini GPT's count run
                 # away into spurious deep levels, for reasons not yet understood
                 basis.append(torch.ormqr(reflectors, tau, padded).T,
-                             reorthogonalize_from=0 if sv[new - 1] < REORTHOGONALIZE_BELOW else new)
+                             reorthogonalize=bool(sv[new - 1] < REORTHOGONALIZE_BELOW))
                 kept_min = min(kept_min or float("inf"), float(sv[new - 1]))
             if new < sv.numel():
                 dropped_max = max(dropped_max or 0.0, float(sv[new]))

@@ -46,11 +46,24 @@ def test_without_the_second_pass_the_basis_breaks(monkeypatch):
     assert res.dim > 60 or (gram - torch.eye(res.dim, dtype=gram.dtype)).abs().max() > 1e-6
 
 
-def test_basis_buffer_growth_keeps_every_direction():
-    # D = 60, chunks of 9: the buffer starts at 9 rows and doubles; the basis is the span of the fields
+@pytest.mark.parametrize("reserved", [True, False])
+def test_basis_buffer_keeps_every_direction(monkeypatch, reserved):
+    # D = 60, chunks of 9: the D x D buffer reserved once, or (reservation refused) 9 rows doubled as needed;
+    # either way the basis is the span of the fields
+    if not reserved:
+        empty, refused = torch.empty, []
+
+        def refuse_square(*shape, **kwargs):
+            if tuple(shape) == (60, 60) and not refused:
+                refused.append(shape)
+                raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory")
+            return empty(*shape, **kwargs)
+
+        monkeypatch.setattr(lie_module.torch, "empty", refuse_square)
     g = torch.Generator().manual_seed(2)
     vectors = torch.randn(45, 60, generator=g, dtype=torch.float64)
     res = lie_trace_dimension(ConstantFields(vectors), torch.zeros(60), max_chunk=9, batch=4)
+    assert reserved or refused  # the fallback path did run
     assert res.dim == 45 and res.basis.shape == (45, 60)
     # every field vector lies in the span found: residual after projection at round-off
     residual = vectors - (vectors @ res.basis.T) @ res.basis

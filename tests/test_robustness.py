@@ -363,7 +363,8 @@ def test_a_huge_count_is_refused_at_once_with_the_estimate():
     proc = conslaw("count", "linear", "2000", "2000", "2000")
     assert time.perf_counter() - start < 5
     assert_one_line_error(proc, "D = 8,000,000")
-    assert "PiB of memory" in proc.stderr and "--max-memory GB" in proc.stderr and "--block" in proc.stderr
+    # 2 x D^2 float64 (the engine's basis + the closed forms' Gram matrix) = 931 TiB
+    assert "931.5 TiB of memory" in proc.stderr and "--max-memory GB" in proc.stderr and "--block" in proc.stderr
     with pytest.raises(ConslawError, match=r"more than the --max-memory limit \(1\.0 MiB\)"):
         count(catalog.linear(20, 20, 20), max_memory=2**-10)
     assert_one_line_error(conslaw("count", "linear", "20", "20", "20", "--max-memory", "0.001"), "--max-memory limit")

@@ -139,7 +139,13 @@ REORTHOGONALIZE_BELOW = 1e-4
 
 
 class OrthonormalRows:
-    """The kept basis: orthonormal rows in one preallocated float64 buffer, grown by doubling (capped at D).
+    """The kept basis: orthonormal rows in one float64 buffer of D rows, reserved once and filled in place.
+
+    The D x D buffer is reserved with ``torch.empty`` (pages the kernel maps
+    only when rows are written), so the resident memory is that of the r kept
+    rows, and no row is ever copied to a grown buffer (doubling had peaked at
+    1.5 times the basis). Where the reservation is refused, the buffer grows
+    by doubling instead.
 
     ``project(rows)`` removes the span from new rows with one classical
     Gram-Schmidt pass. A kept direction is a projected residual divided by
@@ -155,7 +161,10 @@ class OrthonormalRows:
     def __init__(self, D: int, dtype: torch.dtype, capacity: int = 0):
         self.D = D
         self.rank = 0
-        self._buffer = torch.empty(min(D, max(capacity, 0)), D, dtype=dtype)
+        try:
+            self._buffer = torch.empty(D, D, dtype=dtype)
+        except RuntimeError:  # the reservation was refused (strict overcommit): grow by doubling
+            self._buffer = torch.empty(min(D, max(capacity, 0)), D, dtype=dtype)
 
     @property
     def rows(self) -> torch.Tensor:

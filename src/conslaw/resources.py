@@ -74,7 +74,7 @@ def count_estimate(D: int, network_D: int | None = None, margin: int = 8, max_ch
                    batch: int = 256, levels: int = 4, closed_forms: bool = True) -> tuple[int, float]:
     """(bytes, seconds): rough peak memory and time of ``count`` with D (block) and network_D parameters.
 
-    Memory: the D x D float64 basis of the engine, 1.5 times while its buffer grows (doubling), the Gram
+    Memory: the D x D float64 basis of the engine (reserved once, filled in place), the Gram
     matrix of the catalog's closed forms (at most D independent rows, kept as a D x D matrix), chunks
     of up to ``max_chunk`` brackets of length D with their projection, QR and directions (five n x D
     arrays), and the nested forward-mode evaluation of ``batch`` brackets over the network's
@@ -83,7 +83,7 @@ def count_estimate(D: int, network_D: int | None = None, margin: int = 8, max_ch
     """
     network_D = network_D or D
     n = min(max_chunk, D + margin)
-    basis = 8 * D * D * 3 // 2 + (8 * D * D if closed_forms else 0)
+    basis = 8 * D * D + (8 * D * D if closed_forms else 0)
     chunks = 5 * 8 * n * D
     brackets = batch * 8 * network_D * (2 * levels + 2)
     return basis + chunks + brackets, SECONDS_PER_D3 * float(D) ** 3

@@ -11,12 +11,11 @@ Usage: python benchmarks/monitor_long_run.py [--steps 10000] [--json OUT]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import torch
+from _report import report
 from torch import nn
 
 from conslaw.monitor import LawMonitor
@@ -46,15 +45,10 @@ def main() -> None:
     errors = monitor.relative_errors()
     full = time.perf_counter() - t0
     first, last = statistics.median(times[:10]), statistics.median(times[-10:])
-    result = {"machine": platform.platform(), "threads": torch.get_num_threads(), "laws": len(laws),
-              "steps": args.steps, "median_first_10_seconds": first, "median_last_10_seconds": last,
-              "ratio_last_to_first": last / first, "mean_all_seconds": statistics.fmean(times),
-              "relative_errors_full_history_seconds": full, "history_shape": list(errors.shape),
-              "date": time.strftime("%Y-%m-%d")}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+    report({"laws": len(laws), "steps": args.steps, "median_first_10_seconds": first,
+            "median_last_10_seconds": last, "ratio_last_to_first": last / first,
+            "mean_all_seconds": statistics.fmean(times), "relative_errors_full_history_seconds": full,
+            "history_shape": list(errors.shape)}, args.json)
 
 
 if __name__ == "__main__":

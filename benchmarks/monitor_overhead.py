@@ -8,12 +8,11 @@ Usage: python benchmarks/monitor_overhead.py [--steps N] [--json OUT]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
+from _report import report
 
 from conslaw.models import resnet18_cifar
 from conslaw.monitor import LawMonitor
@@ -45,13 +44,8 @@ def main() -> None:
             step_times.append(t1 - t0)
             monitor_times.append(t2 - t1)
     step, mon = sorted(step_times)[len(step_times) // 2], sorted(monitor_times)[len(monitor_times) // 2]
-    result = {"machine": platform.platform(), "threads": torch.get_num_threads(), "laws": len(laws),
-              "median_step_seconds": step, "median_monitor_seconds": mon, "overhead_ratio": mon / step,
-              "date": time.strftime("%Y-%m-%d")}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+    report({"laws": len(laws), "median_step_seconds": step, "median_monitor_seconds": mon,
+            "overhead_ratio": mon / step}, args.json)
 
 
 if __name__ == "__main__":

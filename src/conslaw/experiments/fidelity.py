@@ -121,3 +121,17 @@ def draw_caption(fig, result: dict, width: int = 150) -> None:
     fig.set_size_inches(w, h + extra)
     fig.subplots_adjust(bottom=extra / (h + extra) + 0.06 * h / (h + extra))
     fig.text(0.01, 0.005, text, fontsize=6, family="monospace", va="bottom", ha="left")
+
+
+def finish_figure(fig, result: dict, path, width: int = 150) -> None:
+    """Lay out ``fig``, draw the protocol caption under it, save it to ``path`` (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    from ..io import save_figure
+
+    fig.tight_layout()
+    draw_caption(fig, result, width=width)
+    try:
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)

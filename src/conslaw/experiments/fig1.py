@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from ..errors import ConslawError
-from ..io import atomic_write, dumps_json, ensure_dir, save_figure
+from ..io import atomic_write, dumps_json, ensure_dir
 from ..models import resnet18_cifar
 from .executor import Job, run_jobs, torch_threads
-from .fidelity import draw_caption, figure_deviations, protocol_record
+from .fidelity import figure_deviations, finish_figure, protocol_record
 from .fig1_laws import block_law, check_options, control_law, gradient_residual, why_conserved
 from .protocol import RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
 from .training import init_model, train_monitored
@@ -205,9 +205,4 @@ def plot(runs, lrs, path, result) -> None:
     top.legend(fontsize=7)
     bottom.set_ylabel("loss")
     bottom.set_xlabel("step")
-    fig.tight_layout()
-    draw_caption(fig, result, width=120)
-    try:
-        save_figure(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    finish_figure(fig, result, path, width=120)

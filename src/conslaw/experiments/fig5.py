@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write, dumps_json, ensure_dir, save_figure
+from ..io import atomic_write, dumps_json, ensure_dir
 from ..laws import QuadraticLaw, unit_slot
 from ..models import TransformerClassifier
 from ..monitor import frobenius_error, matrix_groups
@@ -31,7 +31,7 @@ from ..nn import MHALayout, find_laws
 from ..nn.attention import QK
 from ..params import ParamSpace
 from .executor import Job, run_jobs, torch_threads
-from .fidelity import draw_caption, figure_deviations, protocol_record
+from .fidelity import figure_deviations, finish_figure, protocol_record
 from .fig1 import check_device
 from .protocol import EXPONENT_TOLERANCE, RunCache, RunSchema, conslaw_version, exponent_claims, fit_exponent
 from .training import init_model, train_monitored
@@ -239,9 +239,4 @@ def plot(runs: dict, lrs, path, result) -> None:
     for col in range(2):
         axes[2, col].set_xlabel("step")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    draw_caption(fig, result, width=170)
-    try:
-        save_figure(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    finish_figure(fig, result, path, width=170)

@@ -114,9 +114,10 @@ def config_from_json(model_type: str, data: dict, path: str):
                            "of the full model (millions of parameters)",
                            f"add {', '.join(repr(aliases.get(m, m)) + ': N' for m in missing)} to the JSON "
                            "(small sizes: the analysis is for tiny configs)")
-    known = set(config_class().to_dict()) | set(aliases)
+    default = config_class()
+    known = set(default.to_dict()) | set(aliases)
     for key in data:
-        if key not in known and key != "model_type":
+        if key not in known and key != "model_type" and not hasattr(default, key):  # hasattr: num_labels
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             warnings.warn(f"config key {key!r} is not a field of {config_class.__name__}: no layer reads it{hint}",

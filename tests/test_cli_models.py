@@ -4,21 +4,23 @@ Checked from outside the CLI: the same model and batch built here with transform
 laws through ``conslaw.find_laws``; the next-token loss against Hugging Face's own returned loss.
 """
 
+import importlib.util
 import json
 
 import pytest
 import torch
 
 import conslaw
+from _cli import _capture  # noqa: F401  (the autouse fixture and the in-process runner)
+from _cli import conslaw as cli
 from conslaw.fields import LossGradFields
 from conslaw.fields.losses import BUILTIN_LOSSES
 
-from _cli import _capture, conslaw as cli  # noqa: F401  (the autouse fixture and the in-process runner)
-
 transformers = pytest.importorskip("transformers")
 
-GPT2 = {"n_layer": 1, "n_head": 2, "n_embd": 8, "vocab_size": 16, "n_positions": 8, "bos_token_id": 0,
-        "eos_token_id": 0}
+#: a tiny GPT-2; init std 0.5 (not 0.02) so that the Lie engine's rank has a clear gap
+GPT2 = {"n_layer": 1, "n_head": 2, "n_embd": 8, "vocab_size": 16, "n_positions": 8, "initializer_range": 0.5,
+        "bos_token_id": 0, "eos_token_id": 0}
 #: named laws (independent, exact) of that GPT-2 at seq 8, batch 2, seed 0, next-token loss (measured)
 GPT2_NAMED = 114
 LAW_KEYS = {"name", "kind", "formula", "params", "count", "verified", "approximate", "max_residual"}
@@ -214,12 +216,59 @@ def test_other_hf_kinds_build_their_natural_head_and_loss(tmp_path, kind, config
 
 @pytest.mark.slow
 def test_model_loss_counts_like_next_token_on_gpt2(tmp_path):
-    """Hugging Face's own loss (labels = input_ids) and next_token give the same Lie count (measured: 180)."""
+    """Hugging Face's own loss (labels = input_ids) and next_token give the same Lie count (measured: 150,
+    spectral gap ~1e4; 114 of them named)."""
     cfg = _write(tmp_path, "cfg.json", json.dumps(GPT2))
     counts = []
     for loss in ("next_token", "model"):
         proc = cli("laws", "--model-kind", "hf:gpt2", "--config", cfg, "--seq-len", "5", "--loss", loss, "--json",
                    "--batches", "2")
         assert proc.returncode == 0, proc.stderr
-        counts.append(json.loads(proc.stdout)["numeric_laws"])
-    assert counts == [180, 180]
+        data = json.loads(proc.stdout)
+        counts.append(data["numeric_laws"])
+        assert data["numeric_spectral_gap"] > 1e3 and data["named_laws"] == GPT2_NAMED
+    assert counts == [150, 150]
+
+
+@pytest.mark.slow
+def test_readme_gpt2_example(tmp_path):
+    """README's example: 114 named, 129 counted by the engine, 15 unnamed (measured, init std 0.5, seq 8)."""
+    proc = cli("laws", "--model-kind", "hf:gpt2", "--config", _write(tmp_path, "cfg.json", json.dumps(GPT2)), "--json")
+    data = json.loads(proc.stdout)
+    assert (data["D"], data["named_laws"], data["numeric_laws"], data["unnamed_laws"]) == (1080, 114, 129, 15)
+
+
+VIT = {"img_size": 16, "patch_size": 8, "depth": 1, "embed_dim": 8, "num_heads": 2, "num_classes": 3}
+
+
+def test_timm_kind_gives_the_laws_of_the_api(tmp_path):
+    timm = pytest.importorskip("timm")
+    data = _laws_json("--model-kind", "timm:vit_tiny_patch16_224", "--config",
+                      _write(tmp_path, "vit.json", json.dumps(VIT)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))  # default: batch 2, img_size
+    api = conslaw.find_laws(model, x, "cross_entropy", numeric=False, batches=2)
+    assert data["loss"] == "cross_entropy" and data["D"] == api.D == sum(p.numel() for p in model.parameters())
+    assert data["named_laws"] == api.named_laws == 329  # measured
+    assert sorted(law["name"] for law in data["laws"]) == sorted(c.law.name for c in api.laws)
+
+
+def test_torchvision_kind_is_the_seeded_torchvision_model(tmp_path):
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    from conslaw.models.kinds import build_kind
+    from conslaw.vision import import_torchvision
+
+    torchvision = import_torchvision()
+    built = build_kind("torchvision:resnet18", _write(tmp_path, "r.json", json.dumps({"num_classes": 3})),
+                       input_shape=[2, 3, 16, 16], seed=3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        want = torchvision.models.resnet18(num_classes=3)
+    got, ref = built.module.state_dict(), want.state_dict()
+    assert list(got) == list(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+    assert built.example.shape == (2, 3, 16, 16) and built.loss == "cross_entropy" and not built.module.training
+    proc = cli("laws", "--model-kind", "torchvision:resnet81")
+    assert proc.returncode == 2 and "torchvision has no model 'resnet81'; fix: use one of resnet18" in proc.stderr

@@ -272,3 +272,15 @@ def test_torchvision_kind_is_the_seeded_torchvision_model(tmp_path):
     assert built.example.shape == (2, 3, 16, 16) and built.loss == "cross_entropy" and not built.module.training
     proc = cli("laws", "--model-kind", "torchvision:resnet81")
     assert proc.returncode == 2 and "torchvision has no model 'resnet81'; fix: use one of resnet18" in proc.stderr
+
+
+def test_a_forward_returning_a_dict_of_logits_runs_in_every_model_command(tmp_path):
+    src = ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n    def __init__(self):\n"
+           "        super().__init__()\n        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)\n\n"
+           "    def forward(self, x):\n        return {'logits': self.b(torch.relu(self.a(x)))}\n\n"
+           "def build():\n    return M(), torch.randn(4, 3)\n")
+    spec = f"{_write(tmp_path, 'dictout.py', src)}:build"
+    laws = json.loads(cli("laws", spec, "--json").stdout)
+    assert laws["named_laws"] == laws["numeric_laws"] == 4  # one per hidden ReLU unit (Prop 3.5)
+    moved = json.loads(cli("rebalance", spec, "--json").stdout)
+    assert moved["laws"] == 4 and moved["max_output_change"] < 1e-12

@@ -61,6 +61,9 @@ def test_gpt2_kind_gives_the_laws_of_the_api(tmp_path, api_gpt2):
     assert data["D"] == api_gpt2.D == 1080  # wte 16*8 + wpe 8*8 + one block 872 + ln_f 16 (lm_head tied)
     assert data["named_laws"] == api_gpt2.named_laws == GPT2_NAMED
     assert sorted(law["name"] for law in data["laws"]) == sorted(c.law.name for c in api_gpt2.laws)
+    # the same weights and batch as the documented build: the residuals agree to the last bit
+    assert sorted((law["name"], law["max_residual"]) for law in data["laws"]) == \
+        sorted((c.law.name, c.max_residual) for c in api_gpt2.laws)
     assert "lm_head.weight" not in {p for law in data["laws"] for p in law["params"]}
 
 

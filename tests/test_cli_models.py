@@ -287,3 +287,18 @@ def test_a_forward_returning_a_dict_of_logits_runs_in_every_model_command(tmp_pa
     assert laws["named_laws"] == laws["numeric_laws"] == 4  # one per hidden ReLU unit (Prop 3.5)
     moved = json.loads(cli("rebalance", spec, "--json").stdout)
     assert moved["laws"] == 4 and moved["max_output_change"] < 1e-12
+
+
+def test_bert_model_loss_names_the_laws_of_cross_entropy(tmp_path):
+    """BertForSequenceClassification's own loss (labels below num_labels) is cross-entropy: the same laws."""
+    cfg = _write(tmp_path, "bert.json", json.dumps({
+        "num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 8, "intermediate_size": 16,
+        "vocab_size": 16, "max_position_embeddings": 8, "num_labels": 3}))
+    own = _laws_json("--model-kind", "hf:bert", "--config", cfg, "--loss", "model")
+    ce = _laws_json("--model-kind", "hf:bert", "--config", cfg)
+    assert own["loss"] == "model" and ce["loss"] == "cross_entropy"
+    assert "labels: uniform in [0, 3)" in own["notes"][0]
+    assert own["named_laws"] == ce["named_laws"] == 75  # measured (D = 923)
+    assert sorted(law["name"] for law in own["laws"]) == sorted(law["name"] for law in ce["laws"])
+    # Prop 3.11 on the classifier (8 inputs + bias): 9 translation laws, read from the model's own loss
+    assert sum(law["kind"] == "translation" and law["params"][0].startswith("classifier") for law in own["laws"]) == 9

@@ -147,8 +147,9 @@ LM_LOSS = Loss("shifted", shifted, class_targets, softmax=True, masked=True)
     assert sorted(law["name"] for law in data["laws"]) == sorted(c.law.name for c in api_gpt2.laws)
 
 
-@pytest.mark.parametrize("case", ["bad-kind", "no-prefix", "missing-field", "bad-json", "no-config", "auto-no-type",
-                                  "type-mismatch", "too-long", "loss-no-function", "loss-unknown", "both"])
+@pytest.mark.parametrize("case", ["bad-kind", "no-prefix", "missing-field", "missing-mlp", "bad-json", "no-config",
+                                  "auto-no-type", "type-mismatch", "too-long", "loss-no-function", "loss-unknown",
+                                  "both"])
 def test_user_errors_exit_2_with_one_line_and_a_fix(tmp_path, case):
     cfg = _write(tmp_path, "cfg.json", json.dumps(GPT2))
     missing = _write(tmp_path, "missing.json", json.dumps({k: v for k, v in GPT2.items() if k != "n_embd"}))
@@ -157,6 +158,9 @@ def test_user_errors_exit_2_with_one_line_and_a_fix(tmp_path, case):
         "bad-kind": (["--model-kind", "keras:gpt2", "--config", cfg], "unknown model kind 'keras:gpt2'"),
         "no-prefix": (["--model-kind", "gpt2", "--config", cfg], "unknown model kind"),
         "missing-field": (["--model-kind", "hf:gpt2", "--config", missing], "lacks n_embd"),
+        "missing-mlp": (["--model-kind", "hf:llama", "--config", _write(tmp_path, "l.json", json.dumps(
+            {"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 8, "vocab_size": 16}))],
+                        "lacks intermediate_size"),
         "bad-json": (["--model-kind", "hf:gpt2", "--config", _write(tmp_path, "bad.json", "{n_layer: 1")],
                      "is not valid JSON"),
         "no-config": (["--model-kind", "hf:gpt2"], "needs --config"),

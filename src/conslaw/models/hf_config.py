@@ -39,8 +39,9 @@ from ..errors import ConslawError
 
 #: the sizes every config JSON must give (canonical names; the model's own aliases count)
 REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-#: further sizes a model type's defaults would make large (learned positions, MLP width, head width)
-EXTRA_REQUIRED = {"gpt2": ("max_position_embeddings",), "bert": ("max_position_embeddings", "intermediate_size"),
+#: further sizes a model type's defaults would make large (learned positions, MLP width, head width); every
+#: type whose config has an ``intermediate_size`` must give it too
+EXTRA_REQUIRED = {"gpt2": ("max_position_embeddings",), "bert": ("max_position_embeddings",),
                   "t5": ("d_ff", "head_dim")}
 DEFAULT_SEQ_LEN = 8
 DEFAULT_BATCH = 2
@@ -106,15 +107,18 @@ def config_from_json(model_type: str, data: dict, path: str):
                            f"use one of {', '.join(close) if close else 'gpt2, bert, llama, t5, mistral, qwen2'}")
     config_class = CONFIG_MAPPING[model_type]
     aliases = getattr(config_class, "attribute_map", {}) or {}
-    missing = [name for name in (*REQUIRED, *EXTRA_REQUIRED.get(model_type, ()))
+    default = config_class()
+    # the MLP width where the type has a field for it (Llama's default is 11 008)
+    mlp = ("intermediate_size",) if isinstance(getattr(default, "intermediate_size", None), int) else ()
+    missing = [name for name in dict.fromkeys((*REQUIRED, *mlp, *EXTRA_REQUIRED.get(model_type, ())))
                if name not in data and aliases.get(name) not in data]
     if missing:
         names = ", ".join(aliases.get(m, m) for m in missing)
+        fields = ", ".join(f'"{aliases.get(m, m)}": N' for m in missing)
         raise ConslawError(f"config {path!r} for hf:{model_type} lacks {names}: transformers would use the sizes "
                            "of the full model (millions of parameters)",
-                           f"add {', '.join(repr(aliases.get(m, m)) + ': N' for m in missing)} to the JSON "
+                           f"add {fields} to the JSON "
                            "(small sizes: the analysis is for tiny configs)")
-    default = config_class()
     known = set(default.to_dict()) | set(aliases)
     for key in data:
         if key not in known and key != "model_type" and not hasattr(default, key):  # hasattr: num_labels

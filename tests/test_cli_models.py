@@ -118,6 +118,10 @@ def test_masked_positions_are_ignored_like_hugging_face_labels():
             want = model(**call, labels=y[k]).loss
         got = fields.loss_value(theta, ({key: v[k] for key, v in x.items()}, y[k]))
         assert torch.allclose(got, want.double(), rtol=1e-6, atol=0)  # Hugging Face's loss is float32
+    # the model's own loss: its sampled labels are ignored at the padding too
+    own = LossGradFields(model, {**batch, "labels": batch["input_ids"].clone()}, "model", batch=2)
+    x, _ = own.sample(3, torch.Generator().manual_seed(0))
+    assert (x["labels"][:, 1, 4:] == -100).all() and (x["labels"][:, 0] >= 0).all()
 
 
 def test_user_loss_file_equals_the_builtin(tmp_path):

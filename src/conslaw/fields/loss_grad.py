@@ -118,17 +118,25 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
     def sample(self, n: int, generator: torch.Generator) -> Any:
         """Draw n batches (inputs, targets) of ``batch`` examples each.
 
-        Token targets of a masked loss are -100 (ignored) where the batch's attention mask is 0.
+        Token targets of a masked loss, and the token ``labels`` of the ``model`` loss, are -100 (ignored) where
+        the batch's attention mask is 0 (as a padded batch is trained).
         """
         x = self.sample_inputs(n * self.batch, generator)
         y = self.loss_fn.targets(n * self.batch, self.output_shape, generator)
         x = tree_map(lambda t: t.reshape(n, self.batch, *t.shape[1:]), x)
         y = y.reshape(n, self.batch, *y.shape[1:])
-        if self.loss_fn.masked and self.inputs is not None and y.dim() == 3 and not torch.is_floating_point(y):
-            mask = self.inputs.target_mask(self.batch, y.shape[-1])
-            if mask is not None:
-                y = y.masked_fill(~mask, IGNORE_INDEX)
+        if self.loss_fn.masked:
+            y = self._ignore_padding(y)
+        if self.loss_fn.from_model and "labels" in x:
+            x = {**x, "labels": self._ignore_padding(x["labels"])}
         return x, y
+
+    def _ignore_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, batch, seq) integer targets with -100 where the attention mask is 0 (others as they are)."""
+        if self.inputs is None or tokens.dim() != 3 or torch.is_floating_point(tokens):
+            return tokens
+        mask = self.inputs.target_mask(self.batch, tokens.shape[-1])
+        return tokens if mask is None else tokens.masked_fill(~mask, IGNORE_INDEX)
 
     def _forward(self, params: dict, x: torch.Tensor | Mapping) -> torch.Tensor:
         # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite);

@@ -187,10 +187,11 @@ def check_forward(spec: str, module: torch.nn.Module, example) -> None:
         with torch.no_grad():
             out = module(*args, **kwargs)
     except Exception as exc:
+        fix = ("check the model's config (e.g. a pad_token_id for a classifier over a batch) and the batch keys "
+               "its forward takes" if isinstance(example, dict) else
+               "pass --input-shape with the shape the model expects (batch first), or fix its forward")
         raise ConslawError(f"the example input {describe_input(example)} does not run through {spec}: "
-                           f"{type(exc).__name__}: {exc}",
-                           "pass --input-shape with the shape the model expects (batch first), or fix its forward"
-                           ) from exc
+                           f"{type(exc).__name__}: {exc}", fix) from exc
     finally:
         for m, training in modes:
             m.training = training

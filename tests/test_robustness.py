@@ -248,8 +248,8 @@ MODEL_FILES = {
     "dictmodel.py": ("def build():\n    return {'model': 1}\n", "returned dict, expected an nn.Module"),
     "dictout.py": ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n    def __init__(self):\n"
                    "        super().__init__()\n        self.l = nn.Linear(3, 2)\n\n    def forward(self, x):\n"
-                   "        return {'logits': self.l(x)}\n\ndef build():\n    return M(), torch.randn(4, 3)\n",
-                   "returns dict, expected a tensor"),
+                   "        return {'s': float(self.l(x).sum())}\n\ndef build():\n    return M(), torch.randn(4, 3)\n",
+                   "returns dict, expected a tensor"),  # a dict with a 'logits' tensor is read (Hugging Face)
     "failing.py": ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n    def __init__(self):\n"
                    "        super().__init__()\n        self.l = nn.Linear(3, 2)\n\n    def forward(self, x):\n"
                    "        raise ValueError('forward broke')\n\ndef build():\n    return M(), torch.randn(4, 3)\n",

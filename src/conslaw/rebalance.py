@@ -32,9 +32,10 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from .errors import ConslawError
+from .fields.model_io import model_output
 from .laws import QuadraticLaw
 from .nn import MHALayout, find_laws
-from .nn.analysis import analysis_copy
+from .nn.analysis import analysis_copy, as_float64, call_args
 from .params import DTYPE, ParamSpace
 
 
@@ -231,15 +232,19 @@ def rebalance(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
                            max_output_change=change)
 
 
-def found_inputs(example: torch.Tensor, n: int = 8) -> torch.Tensor:
-    """Inputs to compare outputs on: random float64 inputs shaped like the example, or the example's tokens."""
+def found_inputs(example, n: int = 8):
+    """Inputs to compare outputs on: random float64 inputs shaped like the example, or the example's tokens,
+    or a structured example (tuple, dict: a Hugging Face batch) itself, its floating tensors in float64."""
+    if not isinstance(example, torch.Tensor):
+        return as_float64(example)
     if not torch.is_floating_point(example):
         return example
     return torch.randn(n, *example.shape[1:], dtype=DTYPE, generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
-def output_change(before: nn.Module, after: nn.Module, x: torch.Tensor) -> float:
-    """max |f_after(x) - f_before(x)| / max |f_before(x)|."""
-    a, b = before(x), after(x)
+def output_change(before: nn.Module, after: nn.Module, x) -> float:
+    """max |f_after(x) - f_before(x)| / max |f_before(x)| (the output the loss reads: a ModelOutput's logits)."""
+    args, kwargs = call_args(x)
+    a, b = model_output(before(*args, **kwargs)), model_output(after(*args, **kwargs))
     return float((a - b).abs().max() / a.abs().max().clamp_min(1e-300))

@@ -45,8 +45,12 @@ BLOCK_OPTION = click.option("--block", default=None,
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 INPUT_SHAPE_OPTION = click.option("--input-shape", default=None,
                                   help="example input shape, batch first, e.g. 2,3,32,32")
-LOSS_OPTION = click.option("--loss", type=click.Choice(["mse", "cross_entropy"]), default=None,
-                           help="the training loss (default: the built-in model's, else mse)")
+LOSS_OPTION = click.option("--loss", default=None, metavar="NAME|FILE.py:FUNCTION",
+                           help="the training loss: mse, cross_entropy ((batch, classes) or every token of "
+                                "(batch, seq, vocab)), next_token (a causal LM's), model (the loss the model "
+                                "returns from labels), or FILE.py:FUNCTION / package.module:FUNCTION, a "
+                                "loss(output, target) or a conslaw.fields.losses.Loss (default: the model's "
+                                "natural loss, else mse)")
 
 
 def echo_json(data: dict) -> None:
@@ -135,33 +139,69 @@ def _load_user_model(spec: str, shape: list[int] | None):
                            "...' shows the traceback)") from exc
 
 
-def check_forward(spec: str, module: torch.nn.Module, example: torch.Tensor) -> None:
+def resolve_cli_loss(text: str | None):
+    """``--loss``: None, a built-in name, or the loss object of FILE.py:FUNCTION / package.module:FUNCTION."""
+    from ..fields.losses import BUILTIN_LOSSES, Loss
+    from ..nn.load import import_attribute
+
+    if text is None or text in BUILTIN_LOSSES:
+        return text
+    target, sep, name = text.rpartition(":")
+    if not sep or not target.strip() or not name.strip():
+        raise ConslawError(f"unknown loss {text!r}: expected a built-in name or FILE.py:FUNCTION",
+                           f"use one of {', '.join(BUILTIN_LOSSES)}, or FILE.py:FUNCTION naming a function "
+                           "loss(output, target)")
+    try:
+        fn = import_attribute(target, name, "a function loss(output, target)")
+    except ConslawError:
+        raise
+    except (Exception, SystemExit) as exc:  # a syntax error or any other failure of the user's file
+        raise ConslawError(f"cannot load loss {text!r}: {type(exc).__name__}: {exc}",
+                           "make the file import cleanly") from exc
+    if not isinstance(fn, Loss) and not callable(fn):
+        raise ConslawError(f"{text} is a {type(fn).__name__}, expected a function loss(output, target)",
+                           "name a function loss(output, target) -> scalar, or a conslaw.fields.losses.Loss")
+    return fn
+
+
+def check_forward(spec: str, module: torch.nn.Module, example) -> None:
     """Run ``module`` once on ``example`` (eval mode, no grad; its buffers and mode are left as they were).
 
+    ``example``: a tensor, a tuple of positional inputs or a dict of keyword inputs (a Hugging Face batch).
+
     Raises:
-        ConslawError: the forward fails, or returns something other than a tensor (a dict, a tuple).
+        ConslawError: the forward fails, or returns nothing a loss can read (a tensor, a tuple's first tensor,
+            a dict's / ModelOutput's ``logits``).
     """
+    from ..fields.model_io import model_output
+    from ..nn.analysis import call_args, describe_input
+
     params = [p for p in module.parameters() if torch.is_floating_point(p)]
     x = example
     if params and isinstance(x, torch.Tensor) and torch.is_floating_point(x):
         x = x.to(params[0].dtype)
+    args, kwargs = call_args(x)
     modes = [(m, m.training) for m in module.modules()]
     try:
         module.eval()
         with torch.no_grad():
-            out = module(x)
+            out = module(*args, **kwargs)
     except Exception as exc:
-        shape = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__
-        raise ConslawError(f"the example input of shape {shape} does not run through {spec}: "
-                           f"{type(exc).__name__}: {exc}",
-                           "pass --input-shape with the shape the model expects (batch first), or fix its forward"
-                           ) from exc
+        fix = ("check the model's config (e.g. a pad_token_id for a classifier over a batch) and the batch keys "
+               "its forward takes" if isinstance(example, dict) else
+               "pass --input-shape with the shape the model expects (batch first), or fix its forward")
+        raise ConslawError(f"the example input {describe_input(example)} does not run through {spec}: "
+                           f"{type(exc).__name__}: {exc}", fix) from exc
     finally:
         for m, training in modes:
             m.training = training
-    if not isinstance(out, torch.Tensor):
-        raise ConslawError(f"the forward of {spec} returns {type(out).__name__}, expected a tensor",
-                           "return the output tensor (e.g. out['logits']), or wrap the model in a module that does")
+    try:
+        model_output(out)
+    except ConslawError as exc:
+        raise ConslawError(f"the forward of {spec} returns {type(out).__name__}, expected a tensor, a tuple or a "
+                           "dict with 'logits'",
+                           "return the output tensor (e.g. out['logits']), or wrap the model in a module that does"
+                           ) from exc
 
 
 def model_and_input(spec: str, input_shape: str | None):
@@ -176,11 +216,28 @@ def model_and_input(spec: str, input_shape: str | None):
         example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     if example is None:
         raise ConslawError(f"{spec} gives no example input", "pass --input-shape, e.g. --input-shape 2,3,32,32")
-    if not isinstance(example, torch.Tensor):
-        raise ConslawError(f"{spec} gives an example input of type {type(example).__name__}, expected a tensor",
-                           "return (module, torch.randn(batch, ...)) or pass --input-shape")
+    if not isinstance(example, torch.Tensor | tuple | list | dict):
+        raise ConslawError(f"{spec} gives an example input of type {type(example).__name__}, expected a tensor, a "
+                           "tuple or a dict of tensors",
+                           "return (module, torch.randn(batch, ...)) or (model, {'input_ids': ...}), or pass "
+                           "--input-shape")
     check_forward(spec, module, example)
+    if default_loss is None:
+        from ..models.hf_config import natural_loss
+
+        default_loss = natural_loss(module, example)
     return name, module, example, default_loss
+
+
+def kind_and_input(kind: str, config: str | None, input_shape: str | None, seq_len: int | None,
+                   batch_size: int | None, seed: int, loss):
+    """(name, module, example input, default loss) of ``--model-kind KIND [--config FILE.json]``."""
+    from ..models.kinds import build_kind
+
+    built = build_kind(kind, config, input_shape=parse_input_shape(input_shape), seq_len=seq_len,
+                       batch_size=batch_size, seed=seed, labels=loss == "model")
+    check_forward(kind, built.module, built.example)
+    return built.name, built.module, built.example, built.loss
 
 
 def _arg_decorator(arg):

@@ -22,6 +22,7 @@ from .common import (
     parse_block,
     parse_int,
     register_arch_commands,
+    resolve_cli_loss,
 )
 
 
@@ -69,8 +70,9 @@ def model_discover_command(spec: str) -> click.Command:
         from ..nn.discover import discover_model
 
         name, module, example, default_loss = model_and_input(spec, input_shape)
-        result = discover_model(module, example, loss or default_loss or "mse", parse_int(degree, "degree"),
-                                homogeneous=homogeneous, seed=seed, block=parse_block(block))
+        result = discover_model(module, example, resolve_cli_loss(loss) or default_loss or "mse",
+                                parse_int(degree, "degree"), homogeneous=homogeneous, seed=seed,
+                                block=parse_block(block))
         report(name, name, result, homogeneous, seed, as_json)
 
     return command

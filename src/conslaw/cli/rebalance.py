@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..io import check_parent, save_torch
-from .common import CONTEXT, INPUT_SHAPE_OPTION, JSON_OPTION, LOSS_OPTION, echo_json, model_and_input
+from .common import CONTEXT, INPUT_SHAPE_OPTION, JSON_OPTION, LOSS_OPTION, echo_json, model_and_input, resolve_cli_loss
 
 
 @click.command("rebalance", context_settings=CONTEXT)
@@ -24,7 +24,7 @@ def rebalance_cmd(model, input_shape, loss, target, save_path, as_json):
     if save_path:
         check_parent(save_path, "--save file")
     name, module, example, default_loss = model_and_input(model, input_shape)
-    result = rebalance(module, example, loss or default_loss or "mse", target=target)
+    result = rebalance(module, example, resolve_cli_loss(loss) or default_loss or "mse", target=target)
     data = {"model": name, **result.as_dict()}
     if save_path:
         save_torch(result.model.state_dict(), save_path)

@@ -27,16 +27,23 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
 from ..composite import composite_ops
+from ..errors import ConslawError
 from ..params import ParamSpace
 from .base import FieldSource
 from .inputs import gaussian_inputs
-from .losses import BUILTIN_LOSSES, Loss, resolve_loss
-from .model_io import ModelInputs, input_vocab, keep_float64, model_output
+from .losses import BUILTIN_LOSSES, IGNORE_INDEX, Loss, resolve_loss
+from .model_io import ModelInputs, input_vocab, keep_float64, model_output, returned_loss
 
 #: the names of the built-in losses (:data:`conslaw.fields.losses.BUILTIN_LOSSES`)
 LOSSES = tuple(BUILTIN_LOSSES)
 #: above this D, fields are evaluated one by one with plain autograd instead of vmap
 VMAP_MAX_D = 200_000
+
+
+def _keys(example: Any) -> str:
+    if isinstance(example, Mapping):
+        return f"a dict with keys {', '.join(map(str, example))}"
+    return f"a {type(example).__name__}"
 
 
 class LossGradFields(FieldSource):
@@ -51,7 +58,8 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         model: the module (its parameters that require gradients are theta).
         example_input: one batch of inputs (batch first), for the input shape and dtype: a tensor, a tuple of
             positional inputs or a dict of keyword inputs (:class:`conslaw.fields.model_io.ModelInputs`).
-        loss: ``mse``, ``cross_entropy`` (over (batch, classes) or (batch, seq, vocab) outputs), a
+        loss: ``mse``, ``cross_entropy`` (over (batch, classes) or (batch, seq, vocab) outputs), ``next_token``
+            (a causal LM's), ``model`` (the loss the model returns; the example carries ``labels``), a
             :class:`conslaw.fields.losses.Loss`, or a callable ``loss(output, target)`` (Gaussian targets).
         batch: inputs per sampled field.
     """
@@ -69,6 +77,11 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         self.loss = self.loss_fn.name
         self.batch = batch
         self.example = example_input
+        if self.loss_fn.from_model and not (isinstance(example_input, Mapping) and "labels" in example_input):
+            raise ConslawError(f"the loss {self.loss!r} is the one the model returns, which needs 'labels' in the "
+                               f"example batch; got {_keys(example_input)}",
+                               "add labels to the batch dict (a causal LM: labels = input_ids), or use the loss "
+                               "next_token / cross_entropy")
         #: structured inputs (tuple or dict), None for a tensor
         self.inputs = None if isinstance(example_input, torch.Tensor) else ModelInputs(model, example_input)
         self.integer_input = self.inputs is None and not torch.is_floating_point(example_input)
@@ -103,11 +116,27 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         return gaussian_inputs(n, shape, generator)
 
     def sample(self, n: int, generator: torch.Generator) -> Any:
-        """Draw n batches (inputs, targets) of ``batch`` examples each."""
+        """Draw n batches (inputs, targets) of ``batch`` examples each.
+
+        Token targets of a masked loss, and the token ``labels`` of the ``model`` loss, are -100 (ignored) where
+        the batch's attention mask is 0 (as a padded batch is trained).
+        """
         x = self.sample_inputs(n * self.batch, generator)
         y = self.loss_fn.targets(n * self.batch, self.output_shape, generator)
         x = tree_map(lambda t: t.reshape(n, self.batch, *t.shape[1:]), x)
-        return x, y.reshape(n, self.batch, *y.shape[1:])
+        y = y.reshape(n, self.batch, *y.shape[1:])
+        if self.loss_fn.masked:
+            y = self._ignore_padding(y)
+        if self.loss_fn.from_model and "labels" in x:
+            x = {**x, "labels": self._ignore_padding(x["labels"])}
+        return x, y
+
+    def _ignore_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, batch, seq) integer targets with -100 where the attention mask is 0 (others as they are)."""
+        if self.inputs is None or tokens.dim() != 3 or torch.is_floating_point(tokens):
+            return tokens
+        mask = self.inputs.target_mask(self.batch, tokens.shape[-1])
+        return tokens if mask is None else tokens.masked_fill(~mask, IGNORE_INDEX)
 
     def _forward(self, params: dict, x: torch.Tensor | Mapping) -> torch.Tensor:
         # composite normalizations: the native ones have wrong nested forward derivatives (conslaw.composite);
@@ -115,7 +144,8 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         args, kwargs = ((x,), {}) if self.inputs is None else self.inputs.call(x)
         with composite_ops(), sdpa_kernel(SDPBackend.MATH), \
                 keep_float64() if self.keep_float64 else contextlib.nullcontext():
-            return model_output(functional_call(self.model, {**params, **self.buffers}, args, kwargs))
+            out = functional_call(self.model, {**params, **self.buffers}, args, kwargs)
+        return returned_loss(out) if self.loss_fn.from_model else model_output(out)
 
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """L_Z(theta) for one batch Z = p = (inputs, targets)."""

@@ -4,9 +4,12 @@ Inputs (:class:`ModelInputs`): a tensor, a tuple of positional inputs, or a
 dict of keyword inputs (Hugging Face ``input_ids``, ``attention_mask``,
 ``token_type_ids``, ...). Random batches are drawn entry by entry:
 
-- token ids (``input_ids``, or the first integer entry): uniform below the
-  vocabulary, ``model.get_input_embeddings().num_embeddings`` when the model has
-  it, else the example's maximum + 1;
+- token ids (``input_ids``, ``decoder_input_ids``, or the first integer entry):
+  uniform below the vocabulary, ``model.get_input_embeddings().num_embeddings``
+  when the model has it, else the example's maximum + 1;
+- ``labels`` (the ``model`` loss reads them): per token (2 dimensions or more)
+  uniform below the vocabulary, per example below ``model.config.num_labels``
+  (else the example's maximum + 1); floating labels as floating entries;
 - other integer entries (``token_type_ids``): uniform below the example's maximum + 1;
 - masks (a name containing ``mask``), ``position_ids``, boolean entries, entries
   constant over the example, and non-tensors (flags such as ``use_cache=False``):
@@ -16,7 +19,8 @@ dict of keyword inputs (Hugging Face ``input_ids``, ``attention_mask``,
 - floating entries: the Gaussian scale mixture of :mod:`conslaw.fields.inputs`.
 
 Outputs (:func:`model_output`): a tensor as it is, the first element of a
-tuple, the ``logits`` of a dict / ``ModelOutput`` (else its first tensor).
+tuple, the ``logits`` of a dict / ``ModelOutput`` (else its first tensor);
+:func:`returned_loss`: the ``loss`` of a dict / ``ModelOutput``.
 
 Precision (:func:`keep_float64`): some models cast to float32 inside their
 forward (Llama's RMSNorm and rotary embedding upcast to float32 "for
@@ -96,6 +100,16 @@ def model_output(out: Any) -> torch.Tensor:
                        "return a tensor, a tuple whose first element is the output, or a dict with 'logits'")
 
 
+def returned_loss(out: Any) -> torch.Tensor:
+    """The loss a model returned: the ``loss`` of a dict / ``ModelOutput``."""
+    loss = out.get("loss") if isinstance(out, Mapping) else None
+    if not isinstance(loss, torch.Tensor):
+        raise ConslawError(f"the model returned {type(out).__name__} without a 'loss' tensor",
+                           "pass labels in the batch to a model that computes its loss (Hugging Face *ForCausalLM, "
+                           "*ForSequenceClassification, ...), or use the loss next_token / cross_entropy")
+    return loss
+
+
 @dataclass
 class InputEntry:
     """One entry of a structured input: its key (position or name), how it is drawn, and the example's value.
@@ -130,6 +144,9 @@ class ModelInputs:
     """
 
     def __init__(self, model: nn.Module, example: tuple | list | Mapping) -> None:
+        config = getattr(model, "config", None)
+        #: the classes of a classifier's labels (a Hugging Face config's num_labels), None when unknown
+        self.num_labels = getattr(config, "num_labels", None) if config is not None else None
         self.keyword = isinstance(example, Mapping)
         items = list(example.items()) if self.keyword else list(enumerate(example))
         tensors = [(k, v) for k, v in items if isinstance(v, torch.Tensor)]
@@ -159,11 +176,31 @@ class ModelInputs:
             return InputEntry(key, "fixed", value)
         if torch.is_floating_point(value):
             return InputEntry(key, "float", value.to(DTYPE))
-        if key == token_key:
+        if key == token_key or (isinstance(key, str) and key.endswith("input_ids")):
             return InputEntry(key, "tokens", value, vocab if vocab is not None else int(value.max()) + 1)
+        if key == "labels":
+            return InputEntry(key, "tokens", value, self._label_range(value, vocab))
         if value.numel() == 0 or bool((value == value.reshape(-1)[0]).all()):
             return InputEntry(key, "fixed", value)
         return InputEntry(key, "tokens", value, int(value.max()) + 1)
+
+    def _label_range(self, labels: torch.Tensor, vocab: int | None) -> int:
+        if labels.dim() >= 2 and vocab is not None:
+            return vocab
+        if labels.dim() == 1 and isinstance(self.num_labels, int) and self.num_labels > int(labels.max()):
+            return self.num_labels
+        return int(labels.max()) + 1
+
+    def target_mask(self, batch: int, length: int) -> torch.Tensor | None:
+        """(batch, length) booleans, False where the targets are ignored: the decoder's attention mask, else the
+        attention mask, when its length is the output's (None when the batch has neither)."""
+        for e in self.entries:
+            if e.key in ("decoder_attention_mask", "attention_mask") and isinstance(e.value, torch.Tensor) \
+                    and e.value.dim() == 2 and e.value.shape[1] == length:
+                if e.key == "attention_mask" and any(f.key == "decoder_attention_mask" for f in self.entries):
+                    continue
+                return self._fixed_value(e, batch) != 0
+        return None
 
     def describe(self) -> str:
         """One line: how each entry is drawn."""

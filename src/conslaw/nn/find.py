@@ -176,7 +176,9 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
     Args:
         model: the model (never modified: the analysis runs on a float64 copy).
         example_input: a batch (>= 2) of inputs, batch first.
-        loss: ``mse`` or ``cross_entropy``.
+        loss: ``mse``, ``cross_entropy``, ``next_token`` (a causal LM's), ``model`` (the loss the model returns;
+            the example carries ``labels``), a :class:`conslaw.fields.losses.Loss` or a callable
+            ``loss(output, target)`` (:mod:`conslaw.fields.losses`).
         batches: loss gradients per verification point.
         seed: seed of every random draw.
         numeric: run the Lie engine (default: when D <= 4000).
@@ -215,7 +217,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     encoder_stream_laws(graph, space, findings)
     gated_laws(graph, space, findings)
     layer_scale_laws(graph, space, findings)
-    if loss == "cross_entropy":
+    if loss == "cross_entropy" or analysis.fields.loss_fn.softmax:  # softmax + cross-entropy losses (Prop 3.11)
         softmax_laws(graph, space, findings)
     return findings
 

@@ -1,6 +1,8 @@
 """Resolve the MODEL argument of ``conslaw laws``: a built-in name, FILE.py:FUNCTION or package.module:FUNCTION.
 
-The function returns an nn.Module, or (module, example_input).
+The function returns an nn.Module, or (module, example_input): a tensor, a tuple of positional inputs, or a
+dict of keyword inputs (a Hugging Face batch). :func:`import_attribute` reads any object of a user's file or
+module (``--loss FILE.py:FUNCTION`` too).
 """
 
 from __future__ import annotations
@@ -28,34 +30,10 @@ def load_model(spec: str, input_shape: list[int] | None = None) \
         raise ConslawError(f"unknown model {spec!r}: not a built-in and not of the form FILE.py:FUNCTION or "
                            "package.module:FUNCTION", f"use one of {', '.join(BUILTINS)} (conslaw laws --list)")
     target, func_name = spec.rsplit(":", 1)
-    if importlib.util.find_spec("torchvision") is not None:
-        # user models may import transformers or timm, which import torchvision: make it importable first
-        from ..vision import import_torchvision
-
-        import_torchvision()
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.exists():
-            raise ConslawError(f"model file {target!r} does not exist", "pass the path of a Python file")
-        unique = f"_conslaw_user_model_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(unique, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[unique] = module  # dataclasses and pickling look modules up by name
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[unique]
-            raise ConslawError(f"running {target} failed: {type(exc).__name__}: {exc}".replace("\n", " "),
-                               "fix the error in the model file") from exc
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as exc:
-            raise ConslawError(f"cannot import {target!r}: {type(exc).__name__}: {exc}".replace("\n", " "),
-                               "check the module path, PYTHONPATH and the module's own imports") from exc
-    fn = getattr(module, func_name, None)
-    if fn is None or not callable(fn):
-        raise ConslawError(f"{target} has no function {func_name!r}", "name a function that returns an nn.Module")
+    fn = import_attribute(target, func_name, "a function that returns an nn.Module")
+    if not callable(fn):
+        raise ConslawError(f"{spec} is a {type(fn).__name__}, expected a function", "name a function that returns "
+                           "an nn.Module (or (module, example input))")
     try:
         out = fn()
     except Exception as exc:
@@ -68,3 +46,38 @@ def load_model(spec: str, input_shape: list[int] | None = None) \
         raise ConslawError(f"{spec} returned {type(out).__name__}, expected an nn.Module (or (module, input))",
                            "return the model object")
     return func_name, out, example, None
+
+
+def import_attribute(target: str, name: str, what: str):
+    """The object ``name`` of a Python file (``target`` ends in .py) or an importable module ``target``.
+
+    ``what`` says what the object should be (in the error when it is missing).
+    """
+    if importlib.util.find_spec("torchvision") is not None:
+        # user models may import transformers or timm, which import torchvision: make it importable first
+        from ..vision import import_torchvision
+
+        import_torchvision()
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.exists():
+            raise ConslawError(f"file {target!r} does not exist", "pass the path of a Python file")
+        unique = f"_conslaw_user_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(unique, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[unique] = module  # dataclasses and pickling look modules up by name
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[unique]
+            raise ConslawError(f"running {target} failed: {type(exc).__name__}: {exc}".replace("\n", " "),
+                               "fix the error in the file") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as exc:
+            raise ConslawError(f"cannot import {target!r}: {type(exc).__name__}: {exc}".replace("\n", " "),
+                               "check the module path, PYTHONPATH and the module's own imports") from exc
+    if not hasattr(module, name):
+        raise ConslawError(f"{target} has no {name!r}", f"name {what} defined in {target}")
+    return getattr(module, name)

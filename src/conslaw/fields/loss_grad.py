@@ -139,6 +139,13 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         return (self._autograd_field(theta, tree_map(lambda a, k=k: a[k], ps)) for k in range(ps[1].shape[0]))
 
     def _autograd_field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
-        t = theta.detach().clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(self.loss_value(t, p), t)
-        return g
+        """grad L_Z(theta) by plain autograd with respect to each parameter's own leaf, then concatenated.
+
+        Not with respect to theta itself: the backward of each slice of theta would fill a length-D
+        zero vector, one per parameter (O(number of parameters x D) memory traffic)."""
+        params = {n: v.detach().clone().requires_grad_(True) for n, v in self.space.unflatten(theta).items()}
+        x, y = p
+        grads = torch.autograd.grad(self.loss_fn.fn(self._forward(params, x), y), list(params.values()),
+                                    allow_unused=True)
+        return torch.cat([torch.zeros(v.numel(), dtype=v.dtype) if g is None else g.reshape(-1)
+                          for v, g in zip(params.values(), grads, strict=True)])

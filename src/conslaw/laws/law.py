@@ -198,6 +198,8 @@ class QuadraticLaw(Law):
             qi, qj, _ = self.quad
             support, inverse = torch.unique(torch.cat([qi, qj, self.lin[0]]), return_inverse=True)
             n_q = qi.numel()
+            if support.numel() < 2**31:  # positions in the support as int32: half the memory of the cache
+                inverse = inverse.to(torch.int32)
             cached = (support, inverse[:n_q], inverse[n_q:2 * n_q], inverse[2 * n_q:])
             object.__setattr__(self, "_local", cached)  # a cache of derived data: the law itself is unchanged
         return cached

@@ -102,3 +102,18 @@ def test_streamed_verification_of_a_large_model_matches_the_stacked_fields(wide_
                                    atol=1e-14)  # exact laws: round-off, far below EXACT = 1e-10
     found = find_laws(model, x, "mse", numeric=False)
     assert found.named_laws == 400 and all(c.status == "exact" for c in found.laws)  # one rescaling law per unit
+
+
+def test_a_difference_of_squared_norms_holds_one_index_tensor_and_the_same_gradient():
+    a, b = torch.tensor([[0, 1], [2, 3]]), torch.tensor([4, 5, 6])
+    shared = QuadraticLaw.inner_difference("h", "|a|^2 - |b|^2", (), [(a, a)], [(b, b)])
+    copied = QuadraticLaw.inner_difference("h", "|a|^2 - |b|^2", (), [(a, a.clone())], [(b, b.clone())])
+    assert shared.quad[1] is shared.quad[0] and copied.quad[1] is not copied.quad[0]
+    theta = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = torch.zeros(8, dtype=torch.float64)
+    expected[:4], expected[4:7] = 2 * theta[:4], -2 * theta[4:7]  # grad (|a|^2 - |b|^2)
+    for law in (shared, copied):
+        support, g = law.sparse_grad(theta)
+        assert support.tolist() == list(range(7))
+        assert torch.equal(g, expected[:7]) and torch.equal(law.grad(theta), expected)
+        assert float(law.value(theta)) == pytest.approx(float(theta[:4].square().sum() - theta[4:7].square().sum()))

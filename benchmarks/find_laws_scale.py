@@ -45,8 +45,8 @@ def one_model(which: str) -> dict:
         import_torchvision()  # transformers imports torchvision: the CPU-torch shim first
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        config = GPT2Config(n_layer=1 if which == "gpt2-1layer" else 12, n_embd=768, n_head=12, vocab_size=8192, n_positions=64,
-                            attn_implementation="eager")
+        config = GPT2Config(n_layer=1 if which == "gpt2-1layer" else 12, n_embd=768, n_head=12, vocab_size=8192,
+                            n_positions=64, attn_implementation="eager")
         model = GPT2LMHeadModel(config)
         ids = torch.randint(0, config.vocab_size, (2, 16))
         batch, loss = {"input_ids": ids, "labels": ids}, "cross_entropy"

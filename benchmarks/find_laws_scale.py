@@ -4,9 +4,13 @@ a 100M-parameter GPT-2 < 5 min and < 8 GB, on a 2-core machine).
 Each model runs in its own process (its peak RSS is its own). Models are built from configs with
 random init, no download: torchvision resnet18 / resnet50 (through conslaw.vision's shim) at 32x32
 inputs (batch 2), and a GPT-2 config of about 100M parameters (12 layers, 768 wide, vocabulary
-8192, 64 positions; sequence 16, batch 2) with next-token cross-entropy.
+8192, 64 positions; sequence 16, batch 2) with next-token cross-entropy; ``gpt2-1layer`` (not in the
+default list) is the same config with one layer (13.4M parameters), to see how the cost grows per layer.
 
-Usage: python benchmarks/find_laws_scale.py [--models resnet18,resnet50,gpt2-100m] [--json OUT]
+Usage: python benchmarks/find_laws_scale.py [--models resnet18,resnet50,gpt2-100m] [--json OUT] [--max-rss-gb 12]
+
+Wall time, CPU time (user + system: robust to a shared machine's load), peak RSS, and the load average
+before and after each run.
 """
 
 from __future__ import annotations
@@ -36,21 +40,54 @@ def one_model(which: str) -> dict:
         model = getattr(import_torchvision().models, which)(num_classes=10)
         batch, loss = torch.randn(2, 3, 32, 32), "cross_entropy"
     else:
+        from conslaw.vision import import_torchvision
+
+        import_torchvision()  # transformers imports torchvision: the CPU-torch shim first
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        config = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=8192, n_positions=64,
-                            attn_implementation="eager")
+        config = GPT2Config(n_layer=1 if which == "gpt2-1layer" else 12, n_embd=768, n_head=12, vocab_size=8192,
+                            n_positions=64, attn_implementation="eager")
         model = GPT2LMHeadModel(config)
         ids = torch.randint(0, config.vocab_size, (2, 16))
         batch, loss = {"input_ids": ids, "labels": ids}, "cross_entropy"
     params = sum(p.numel() for p in model.parameters())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), os.times()
     result = find_laws(model, batch, loss, numeric=False)
-    seconds = time.perf_counter() - start
-    return {"model": which, "parameters": params, "seconds": seconds, "named_laws": result.named_laws,
+    seconds, after = time.perf_counter() - start, os.times()
+    return {"model": which, "parameters": params, "seconds": seconds,
+            "cpu_seconds": after.user + after.system - cpu.user - cpu.system,
+            "user_seconds": after.user - cpu.user, "sys_seconds": after.system - cpu.system,
+            "named_laws": result.named_laws,
             "laws_listed": len(result.laws), "approximate_laws": result.approximate_laws,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "notes": result.notes, "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux /proc), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def run_one(which: str, max_rss_gb: float) -> tuple[dict | None, str]:
+    """Run one model in a child process, killed when its memory passes ``max_rss_gb`` (a shared machine)."""
+    proc = subprocess.Popen([sys.executable, __file__, "--one", which], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, rss_bytes(proc.pid))
+        if peak > max_rss_gb * 2**30:
+            proc.kill()
+            proc.communicate()
+            return None, f"killed above {max_rss_gb} GB of resident memory"
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    if proc.returncode:
+        return None, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), ""
 
 
 def main() -> None:
@@ -58,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--max-rss-gb", type=float, default=12.0, help="kill a run above this memory (GB)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -65,16 +103,17 @@ def main() -> None:
         return
     rows = []
     for which in args.models.split(","):
-        load = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, __file__, "--one", which], capture_output=True, text=True)
-        if proc.returncode:
-            print(f"{which}: failed\n{proc.stderr[-3000:]}", flush=True)
+        load = os.getloadavg()
+        row, error = run_one(which, args.max_rss_gb)
+        if row is None:
+            print(f"{which}: failed: {error}", flush=True)
+            rows.append({"model": which, "failed": error, "load_before": load})
             continue
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["load_before"] = load
+        row["load_before"], row["load_after"] = load, os.getloadavg()
         rows.append(row)
-        print(f"{which:10s} {row['parameters']:>12,d} params  {row['seconds']:7.1f} s  "
-              f"peak {row['peak_rss_mb']:7.0f} MB  named {row['named_laws']}  (load {load:.1f})", flush=True)
+        print(f"{which:10s} {row['parameters']:>12,d} params  {row['seconds']:7.1f} s wall  "
+              f"{row['cpu_seconds']:7.1f} s cpu  peak {row['peak_rss_mb']:7.0f} MB  named {row['named_laws']}  "
+              f"(load {load[0]:.1f} before, {row['load_after'][0]:.1f} after)", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": platform.platform(), "cpus": os.cpu_count(),

@@ -94,48 +94,74 @@ class GroupTooLarge(Exception):
     """A group of rows sharing coordinates is too large for its dense SVD (see :func:`sparse_rank`)."""
 
 
-def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int, rtol: float = DEFAULT_RTOL,
-                max_dense_bytes: float = 2**30) -> int:
+def sparse_rows(rows: Sequence[tuple[torch.Tensor, torch.Tensor]], D: int) -> sp.csr_matrix:
+    """The (k, D) CSR matrix of sparse rows (support indices, values), each scaled to unit norm.
+
+    Written straight into preallocated CSR arrays (no coordinate-format copy): the
+    memory is the matrix itself, 12 bytes an entry.
+
+    Args:
+        rows: per row, (support: long tensor of column indices, values on them).
+        D: number of columns.
+    """
+    lengths = np.fromiter((support.numel() for support, _ in rows), dtype=np.int64, count=len(rows))
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    index_dtype = np.int32 if max(D, int(indptr[-1])) < np.iinfo(np.int32).max else np.int64
+    indices = np.empty(int(indptr[-1]), dtype=index_dtype)
+    data = np.empty(int(indptr[-1]))
+    for r, (support, g) in enumerate(rows):
+        indices[indptr[r]:indptr[r + 1]] = support.numpy()
+        data[indptr[r]:indptr[r + 1]] = (g / g.norm().clamp_min(1e-300)).numpy()
+    jac = sp.csr_matrix((data, indices, indptr.astype(index_dtype)), shape=(len(rows), D))
+    jac.sum_duplicates()
+    return jac
+
+
+def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]] | sp.csr_matrix, D: int,
+                rtol: float = DEFAULT_RTOL, max_dense_bytes: float = 2**30) -> int:
     """Rank of sparse rows (support indices, values), one small dense SVD per group of rows sharing coordinates.
 
     Rows are normalized first. Rows that share no coordinate are independent
     blocks of the matrix, so the rank is the sum over the connected components
     of the row-overlap graph: laws that touch disjoint parameters never meet in one SVD.
+    Groups too wide for a dense block go first (:func:`wide_group_rank`), so that
+    a :class:`GroupTooLarge` comes before any expensive dense SVD.
 
     Args:
-        rows: per row, (support: long tensor of column indices, values on them).
+        rows: per row, (support: long tensor of column indices, values on them); or the matrix of
+            :func:`sparse_rows` (unit-norm rows), e.g. a row subset of one built for more rows.
         D: number of columns.
         rtol: relative threshold of :func:`rank_from_singular_values`.
         max_dense_bytes: raise :class:`GroupTooLarge` rather than build a larger dense block.
     """
-    if not rows:
+    jac = rows if sp.issparse(rows) else sparse_rows(rows, D) if len(rows) else None
+    if jac is None or not jac.shape[0]:
         return 0
-    r_idx, c_idx, vals = [], [], []
-    for r, (support, g) in enumerate(rows):
-        g = g / g.norm().clamp_min(1e-300)
-        r_idx.append(np.full(support.numel(), r))
-        c_idx.append(support.numpy())
-        vals.append(g.numpy())
-    jac = sp.csr_matrix((np.concatenate(vals), (np.concatenate(r_idx), np.concatenate(c_idx))), shape=(len(rows), D))
     n_groups, labels = connected_components((jac @ jac.T) != 0, directed=False)
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(n_groups + 1))
-    total = 0
+    total, dense_groups = 0, []
     for group in range(n_groups):
         idx = order[bounds[group]:bounds[group + 1]]
         if idx.size == 1:
             total += int(jac[idx[0]].count_nonzero() > 0)
             continue
         sub = jac[idx]
-        used, inverse = np.unique(sub.indices, return_inverse=True)
-        if 8.0 * idx.size * used.size <= max_dense_bytes:
-            dense = np.zeros((idx.size, used.size))
-            dense[np.repeat(np.arange(idx.size), np.diff(sub.indptr)), inverse] = sub.data
-        else:
-            total += wide_group_rank(sp.csr_matrix((sub.data, inverse, sub.indptr), shape=(idx.size, used.size)),
-                                     rtol, max_dense_bytes)
+        used = np.unique(sub.indices).size
+        if 8.0 * idx.size * used <= max_dense_bytes:
+            dense_groups.append(idx)
             continue
+        used, inverse = np.unique(sub.indices, return_inverse=True)
+        total += wide_group_rank(sp.csr_matrix((sub.data, inverse, sub.indptr), shape=(idx.size, used.size)),
+                                 rtol, max_dense_bytes)
+    for idx in dense_groups:
+        sub = jac[idx]
+        used, inverse = np.unique(sub.indices, return_inverse=True)
+        dense = np.zeros((idx.size, used.size))
+        dense[np.repeat(np.arange(idx.size), np.diff(sub.indptr)), inverse] = sub.data
         total += rank_from_singular_values(np.linalg.svd(dense, compute_uv=False), rtol).rank
+        del dense
     return total
 
 

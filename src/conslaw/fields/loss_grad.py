@@ -17,7 +17,7 @@ Inputs may be a tensor, a tuple or a dict of tensors (Hugging Face
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -158,11 +158,24 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
 
     def evaluate(self, theta: torch.Tensor, ps: Any) -> torch.Tensor:
         """Batched with vmap for small models, one by one (plain autograd) for large ones."""
+        rows = self.rows(theta, ps)
+        return rows if isinstance(rows, torch.Tensor) else torch.stack(list(rows))
+
+    def rows(self, theta: torch.Tensor, ps: Any) -> torch.Tensor | Iterator[torch.Tensor]:
+        """The fields of :meth:`evaluate`: an (n, D) tensor (vmap) up to ``VMAP_MAX_D`` parameters, else a generator
+        of length-D fields computed one at a time by plain autograd (a large model then holds one field, not n)."""
         if self.space.D <= VMAP_MAX_D:
             return vmap(self.field, in_dims=(None, 0))(theta, ps)
-        rows = []
-        for k in range(ps[1].shape[0]):
-            t = theta.detach().clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.loss_value(t, tree_map(lambda a, k=k: a[k], ps)), t)
-            rows.append(g)
-        return torch.stack(rows)
+        return (self._autograd_field(theta, tree_map(lambda a, k=k: a[k], ps)) for k in range(ps[1].shape[0]))
+
+    def _autograd_field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
+        """grad L_Z(theta) by plain autograd with respect to each parameter's own leaf, then concatenated.
+
+        Not with respect to theta itself: the backward of each slice of theta would fill a length-D
+        zero vector, one per parameter (O(number of parameters x D) memory traffic)."""
+        params = {n: v.detach().clone().requires_grad_(True) for n, v in self.space.unflatten(theta).items()}
+        x, y = p
+        grads = torch.autograd.grad(self.loss_fn.fn(self._forward(params, x), y), list(params.values()),
+                                    allow_unused=True)
+        return torch.cat([torch.zeros(v.numel(), dtype=v.dtype) if g is None else g.reshape(-1)
+                          for v, g in zip(params.values(), grads, strict=True)])

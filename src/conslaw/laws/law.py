@@ -183,22 +183,31 @@ class QuadraticLaw(Law):
         """
         empty = torch.zeros(0, dtype=torch.long)
         qi, qj, qc = [empty], [empty], [torch.zeros(0, dtype=DTYPE)]
+        squares = all(a is b for pairs in (plus, minus) for a, b in pairs)
         for sign, pairs in ((1.0, plus), (-1.0, minus)):
             for a, b in pairs:
                 a, b = a.reshape(-1), b.reshape(-1)
                 qi.append(a)
                 qj.append(b)
                 qc.append(torch.full((a.numel(),), sign, dtype=DTYPE))
-        return cls.from_tensors(name, formula, params, torch.cat(qi), torch.cat(qj), torch.cat(qc), **structure)
+        first = torch.cat(qi)
+        # squared norms only (every pair (a, a)): one index tensor for both factors (a third less memory)
+        return cls.from_tensors(name, formula, params, first, first if squares else torch.cat(qj), torch.cat(qc),
+                                **structure)
 
     def _local_indices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(support, i, j, k as positions in the support), computed once per law."""
         cached = self.__dict__.get("_local")
         if cached is None:
             qi, qj, _ = self.quad
-            support, inverse = torch.unique(torch.cat([qi, qj, self.lin[0]]), return_inverse=True)
+            same = qj is qi  # squared norms (inner_difference): one index tensor, one set of positions
+            support, inverse = torch.unique(torch.cat([qi, self.lin[0]] if same else [qi, qj, self.lin[0]]),
+                                            return_inverse=True)
             n_q = qi.numel()
-            cached = (support, inverse[:n_q], inverse[n_q:2 * n_q], inverse[2 * n_q:])
+            if support.numel() < 2**31:  # positions in the support as int32: half the memory of the cache
+                inverse = inverse.to(torch.int32)
+            second = inverse[:n_q] if same else inverse[n_q:2 * n_q]
+            cached = (support, inverse[:n_q], second, inverse[(1 if same else 2) * n_q:])
             object.__setattr__(self, "_local", cached)  # a cache of derived data: the law itself is unchanged
         return cached
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +27,8 @@ from ..derivative_check import DerivativeCheck, checked_derivatives
 from ..errors import ConslawError
 from ..lie import lie_trace_dimension
 from ..params import unwrap_model
-from ..rank import GroupTooLarge, sparse_rank
+from ..rank import GroupTooLarge, sparse_rank, sparse_rows
+from ..threads import engine_threads
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
 from .embeddings import embedding_laws
@@ -37,6 +39,7 @@ from .normalization import normalization_laws
 from .norms import is_rmsnorm
 from .ops import KNOWN_PARAMETRIC
 from .patch_embedding import patch_embedding_laws
+from .progress import progress
 from .projections import is_conv1d
 from .registry import HandlerRegistry
 from .rescaling import rescaling_laws
@@ -190,7 +193,9 @@ def find_laws(model: nn.Module, example_input: torch.Tensor, loss: str = "mse", 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ConslawError(f"batches must be an integer >= 1, got {batches!r}", "use the default 6")
     model = unwrap_model(model)  # a torch.compile'd model: its original module (same parameters)
-    with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings():
+    D = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # the thread policy of the engine (conslaw.threads): the cores not busy now, $CONSLAW_THREADS to override
+    with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings(), engine_threads(D):
         warnings.filterwarnings("ignore", message=".*batching rule.*")
         return _find_laws(model, example_input, loss, batches, seed, numeric, name,
                           handlers or HandlerRegistry.default(), max_memory, front_end)
@@ -232,18 +237,20 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     findings = collect(analysis, loss, registry)
     findings.notes[:0] = analysis.notes
     fields, space, theta = analysis.fields, analysis.space, analysis.theta
-    gen = torch.Generator().manual_seed(seed)
-    points = [(t, fields.evaluate(t, fields.sample(batches, gen))) for t in (theta, perturbed(space, theta, gen))]
-    checked = check_laws(findings.laws, points)
+    analysis.graph = None  # the traced graph is done with: free it before the fields
+    checked = check_laws(findings.laws, verification_points(fields, theta, batches, seed, analysis.large))
     # ranks and the count at a generic point near theta (see below)
     generic = perturbed(space, theta, torch.Generator().manual_seed(seed + 1), COUNT_PERTURBATION)
-    at_point = {id(c): c.law.sparse_grad(generic) for c in checked if c.status in ("exact", "approximate")}
-    named = sparse_rank([at_point[id(c)] for c in checked if c.status == "exact"], space.D)
+    kept = [c for c in checked if c.status in ("exact", "approximate")]
+    # one sparse matrix of the kept laws' unit gradients (12 bytes an entry), its exact rows ranked first
+    jac = sparse_rows(LawGradients([c.law for c in kept], generic), space.D)
+    named = sparse_rank(jac[[k for k, c in enumerate(kept) if c.status == "exact"]], space.D)
     try:
-        approximate = sparse_rank(list(at_point.values()), space.D) - named
+        approximate = sparse_rank(jac, space.D) - named
     except GroupTooLarge as exc:  # approximate laws can chain whole blocks together (BatchNorm ResNets)
         approximate = None
         findings.notes.append(f"approximate_laws not computed: {exc} (a dense block over 1 GiB)")
+    del jac
     lie_laws = numeric_seconds = gap = check = None
     if numeric or (numeric is None and space.D <= NUMERIC_MAX_D):
         t0 = time.perf_counter()
@@ -264,6 +271,36 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
                      uncovered_params=[p for p in space.names if p not in covered], loss=loss,
                      seconds=time.perf_counter() - start, numeric_seconds=numeric_seconds, numeric_gap=gap,
                      derivative_check=check, warnings=findings.warnings, notes=findings.notes)
+
+
+def verification_points(fields, theta: torch.Tensor, batches: int, seed: int,
+                        show: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | Iterator[torch.Tensor]]]:
+    """(theta, fields at theta) at theta and at a point moved by :data:`.status.PERTURBATION`, lazily.
+
+    The random draws are those of one list of both points (the perturbation first, then each point's batches);
+    a large model's fields come one at a time (:meth:`LossGradFields.rows`) with a progress bar on stderr.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    moved = perturbed(fields.space, theta, gen)
+    with progress(total=2 * batches, desc="loss gradients", unit="field", show=show) as bar:
+        for t in (theta, moved):
+            rows = fields.rows(t, fields.sample(batches, gen))
+            yield t, rows if isinstance(rows, torch.Tensor) else bar.wrap(rows)
+
+
+class LawGradients(Sequence):
+    """The sparse gradients (support, values) of ``laws`` at ``theta``, computed when read (never all held)."""
+
+    def __init__(self, laws: Sequence, theta: torch.Tensor) -> None:
+        self.laws, self.theta = laws, theta
+
+    def __len__(self) -> int:
+        return len(self.laws)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return self.laws[k].sparse_grad(self.theta)
 
 
 def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings: Findings) -> None:

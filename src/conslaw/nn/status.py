@@ -14,12 +14,14 @@ The residual is the one of :mod:`conslaw.laws.verify`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from ..laws import EXACT, Law, law_residual
+from ..laws import EXACT, Law
+from ..laws.verify import batched_residuals
 from ..params import DTYPE, ParamSpace
 
 APPROXIMATE = 1e-2
@@ -96,17 +98,19 @@ def perturbed(space: ParamSpace, theta: torch.Tensor, generator: torch.Generator
     return out
 
 
-def check_laws(laws: Sequence[Law], points: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[CheckedLaw]:
+def check_laws(laws: Sequence[Law], points: Iterable[tuple[torch.Tensor, torch.Tensor | Iterable[torch.Tensor]]],
+               ) -> list[CheckedLaw]:
     """Every law's worst residual over the (theta, fields at theta) pairs, and its status.
+
+    The residual is :func:`conslaw.laws.verify.law_residual`, computed for all laws at once per field by
+    :func:`conslaw.laws.verify.batched_residuals`; a point's fields may be an (n, D) tensor or an iterable of
+    length-D fields evaluated one at a time (then a large model holds one field, not n).
 
     Args:
         laws: the laws.
-        points: pairs (theta, (n, D) fields at theta).
+        points: pairs (theta, (n, D) fields at theta or an iterable of fields at theta).
     """
-    norms = [fields.norm(dim=1) for _, fields in points]
-    checked = []
-    for law in laws:
-        residual = max(law_residual(law, fields, theta, field_norms=n) for (theta, fields), n in zip(points, norms,
-                                                                                                    strict=True))
-        checked.append(CheckedLaw(law, classify(law, residual), residual))
-    return checked
+    worst = np.zeros(len(laws))
+    for theta, fields in points:
+        np.maximum(worst, batched_residuals(laws, fields, theta), out=worst)
+    return [CheckedLaw(law, classify(law, float(r)), float(r)) for law, r in zip(laws, worst, strict=True)]

@@ -70,15 +70,18 @@ def test_vit_blocks_named_equals_the_engine(block, size, named):
     assert count.gap > 1e3
 
 
-@pytest.mark.parametrize("image,patch,hidden,mlp,classes,D,named", [
-    # a tiny ViT: 8^2 images, patch 4, hidden 8, MLP 8, 3 classes (~15 s)
-    (8, 4, 8, 8, 3, 1411, 250),
+@pytest.mark.parametrize("image,patch,hidden,mlp,classes,D,named,gap", [
+    # a tiny ViT: 8^2 images, patch 4, hidden 8, MLP 8, 3 classes (~15 s; gap 6.6e3)
+    (8, 4, 8, 8, 3, 1411, 250, 1e3),
+    # the small ViT of issue 14 (32^2 images, patch 8, hidden 32) with MLP 8: the engine's count takes ~300
+    # CPU-seconds on one core (525 s wall at load 5); spectral gap 10 at the default eps (not analysed further)
+    pytest.param(32, 8, 32, 8, 10, 16954, 1702, 5.0, id="issue-14-vit-mlp8"),
 ])
-def test_whole_vit_named_equals_the_engine(image, patch, hidden, mlp, classes, D, named):
+def test_whole_vit_named_equals_the_engine(image, patch, hidden, mlp, classes, D, named, gap):
     """Whole model: named exact == D - dim Lie; the one approximate law (the input scale through the
     LayerNorms, broken by eps = 1e-6) is listed apart and the engine sees it broken."""
     model = small_vit(True, mlp, image, patch, hidden, classes, reinit_class_token=True)
     x = torch.randn(4, 3, image, image, generator=torch.Generator().manual_seed(0))
     result = find_laws(model, x, "cross_entropy", numeric=True)
     assert (result.D, result.named_laws, result.approximate_laws, result.lie_laws) == (D, named, 1, named)
-    assert result.numeric_gap > 1e3 and result.unnamed_laws == 0
+    assert result.numeric_gap > gap and result.unnamed_laws == 0

@@ -33,6 +33,7 @@ from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
 from .embeddings import embedding_laws
 from .findings import Findings
+from .fixed_lookups import unread_row_laws
 from .gated import gated_laws
 from .layer_scale import layer_scale_laws
 from .normalization import normalization_laws
@@ -216,7 +217,8 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     rescaling_laws(graph, space, findings, registry.handler_for)
     handwritten_attention_laws(graph, space, findings)
     normalization_laws(graph, space, findings)
-    embedding_laws(graph, space, findings)
+    embedding_laws(graph, space, findings, loss)
+    unread_row_laws(graph, space, findings)
     patch_embedding_laws(graph, space, findings)
     shift_laws(graph, space, findings)
     encoder_stream_laws(graph, space, findings)

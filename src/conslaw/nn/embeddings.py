@@ -56,12 +56,12 @@ def _feeds_output_only(node: fx.Node) -> bool:
     return True
 
 
-def tied_head_is_shift_invariant(graph: Graph, weight: str, emb: fx.Node, loss: str | None) -> bool:
+def tied_head_is_shift_invariant(graph: Graph, weight: str, emb: fx.Node, softmax: bool) -> bool:
     """Moving every row of ``weight`` by v changes the loss nowhere but through the lookup ``emb``.
 
     True when ``emb`` is the only reader, or when the others are bias-free linear heads F.linear(x, E)
-    whose logits are the model output and the loss is softmax cross-entropy (every logit moves by the
-    same <x, v>).
+    whose logits are the model output and the loss is a softmax cross-entropy (``softmax``: every logit
+    moves by the same <x, v>; the built-in cross_entropy, next_token and Hugging Face's own loss).
     """
     calls, others = lookups_of(graph, weight)
     if calls != [emb]:
@@ -72,7 +72,7 @@ def tied_head_is_shift_invariant(graph: Graph, weight: str, emb: fx.Node, loss: 
         for user in node.users:
             linear = user.op == "call_function" and user.target in (torch.nn.functional.linear, torch._C._nn.linear)
             if not linear or len(user.args) != 2 or user.args[1] is not node or user.kwargs.get("bias") is not None \
-                    or loss != "cross_entropy" or not _feeds_output_only(user):
+                    or not softmax or not _feeds_output_only(user):
                 return False
     return True
 
@@ -103,10 +103,11 @@ def position_rows(graph: Graph, node: fx.Node, space: ParamSpace) -> tuple[fx.No
     return None
 
 
-def embedding_laws(graph: Graph, space: ParamSpace, findings: Findings, loss: str | None = None) -> None:
+def embedding_laws(graph: Graph, space: ParamSpace, findings: Findings, softmax: bool = False) -> None:
     """Both families of the module docstring, wherever the graph adds a token embedding and a position table.
 
-    ``loss``: the loss's name; ``cross_entropy`` allows the shift law on an embedding tied to the output head.
+    ``softmax``: the loss is a softmax cross-entropy, which allows the shift law on an embedding tied to the
+    output head.
     """
     for node in graph.nodes:
         found = position_rows(graph, node, space)
@@ -117,7 +118,7 @@ def embedding_laws(graph: Graph, space: ParamSpace, findings: Findings, loss: st
         dim, padding = graph.module_of(emb).embedding_dim, graph.module_of(emb).padding_idx
         # a padding_idx row gets a zeroed gradient although it is read: the flow no longer shifts all rows alike
         if weight not in space.shapes or space.shapes[table][-1] != dim or padding is not None \
-                or not tied_head_is_shift_invariant(graph, weight, emb, loss):
+                or not tied_head_is_shift_invariant(graph, weight, emb, softmax):
             continue
         every_row = rows.numel() == space.shapes[table][0]
         for d in range(dim):

@@ -208,6 +208,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     if graph is None:
         raise ConslawError("collect needs a traced model analysis", "call analyse(..., traced=True)")
     findings = Findings()
+    softmax = loss == "cross_entropy" or analysis.fields.loss_fn.softmax  # softmax + cross-entropy (Prop 3.11)
     for node in graph.nodes:
         module = graph.module_of(node)
         handler = registry.handler_for(module) if module is not None else None
@@ -217,14 +218,14 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     rescaling_laws(graph, space, findings, registry.handler_for)
     handwritten_attention_laws(graph, space, findings)
     normalization_laws(graph, space, findings)
-    embedding_laws(graph, space, findings, loss)
+    embedding_laws(graph, space, findings, softmax)
     unread_row_laws(graph, space, findings)
     patch_embedding_laws(graph, space, findings)
     shift_laws(graph, space, findings)
     encoder_stream_laws(graph, space, findings)
     gated_laws(graph, space, findings)
     layer_scale_laws(graph, space, findings)
-    if loss == "cross_entropy" or analysis.fields.loss_fn.softmax:  # softmax + cross-entropy losses (Prop 3.11)
+    if softmax:
         softmax_laws(graph, space, findings)
     return findings
 

@@ -1,4 +1,4 @@
-"""find_laws on tiny random-init Hugging Face models (no download): GPT-2, BERT, Llama.
+"""find_laws on tiny random-init Hugging Face models (no download): GPT-2, BERT, Llama, Qwen2, T5.
 
 torch.fx cannot trace them; the torch.export front end (conslaw.nn.export) builds the graph.
 """
@@ -30,7 +30,19 @@ def _llama():
         vocab_size=16, max_position_embeddings=8))
 
 
-MODELS = {"gpt2": _gpt2, "bert": _bert, "llama": _llama}
+def _qwen2():
+    return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, hidden_size=8, intermediate_size=16,
+        vocab_size=16, max_position_embeddings=8, head_dim=4))
+
+
+def _t5():
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=16, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_decoder_layers=1, num_heads=2,
+        relative_attention_num_buckets=4, decoder_start_token_id=0))
+
+
+MODELS = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _qwen2, "t5": _t5}
 
 
 def _build(name):
@@ -39,16 +51,17 @@ def _build(name):
         return MODELS[name]().eval()
 
 
-def _batch(vocab=16, n=2, length=5):
+def _batch(vocab=16, n=2, length=5, name=None):
     ids = torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(0))
-    return {"input_ids": ids, "attention_mask": torch.ones(n, length, dtype=torch.long)}
+    batch = {"input_ids": ids, "attention_mask": torch.ones(n, length, dtype=torch.long)}
+    return {**batch, "decoder_input_ids": ids} if name == "t5" else batch  # T5: an encoder-decoder
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_find_laws_runs_on_tiny_hf_models(name):
     model = _build(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = conslaw.find_laws(model, _batch(), "cross_entropy", numeric=False, batches=2)
+    result = conslaw.find_laws(model, _batch(name=name), "cross_entropy", numeric=False, batches=2)
     params = dict(model.named_parameters())
     assert result.D == sum(p.numel() for p in params.values())
     for checked in result.laws:

@@ -4,7 +4,8 @@
 2. collect the law families (:mod:`.rescaling`, :mod:`.attention`, :mod:`.normalization`,
    :mod:`.translation`) and the handlers of leaf modules (:mod:`.registry`);
 3. verify every law on the model (:mod:`.status`): exact at round-off, approximate
-   with a known cause, or failed;
+   with a known cause, or failed; a law failed with a normalization's eps as cause is re-checked
+   with eps shrunk (:mod:`.eps_check`) and is approximate when it then holds at round-off;
 4. count: ``named_laws`` = independent exact laws (sparse rank of their
    gradients), and for small models ``lie_laws`` = D - dim Lie of the loss-gradient
    fields (Thm 2.11, JSON key ``numeric_laws``), both at a generic point near theta (1 % moved),
@@ -30,6 +31,7 @@ from ..rank import GroupTooLarge, sparse_rank
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
 from .embeddings import embedding_laws
+from .eps_check import recheck_eps
 from .findings import Findings
 from .gated import gated_laws
 from .layer_scale import layer_scale_laws
@@ -231,8 +233,14 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     findings.notes[:0] = analysis.notes
     fields, space, theta = analysis.fields, analysis.space, analysis.theta
     gen = torch.Generator().manual_seed(seed)
-    points = [(t, fields.evaluate(t, fields.sample(batches, gen))) for t in (theta, perturbed(space, theta, gen))]
+    second = perturbed(space, theta, gen)
+    draws = [(t, fields.sample(batches, gen)) for t in (theta, second)]
+    points = [(t, fields.evaluate(t, ps)) for t, ps in draws]
     checked = check_laws(findings.laws, points)
+    del points  # the eps re-check evaluates its fields one point at a time
+    checked, note = recheck_eps(checked, analysis.model, fields, draws)
+    if note is not None:
+        findings.notes.append(note)
     # ranks and the count at a generic point near theta (see below)
     generic = perturbed(space, theta, torch.Generator().manual_seed(seed + 1), COUNT_PERTURBATION)
     at_point = {id(c): c.law.sparse_grad(generic) for c in checked if c.status in ("exact", "approximate")}

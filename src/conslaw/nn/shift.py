@@ -72,11 +72,19 @@ def expanded_parameter(graph: Graph, node: fx.Node, space: ParamSpace) -> fx.Nod
 
 
 def conv_writer_slots(graph: Graph, conv: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]]:
-    """A patch-embedding conv writer: per input coordinate (c, i, j), sum_o W[o, c, i, j]; the bias sum."""
+    """A conv writer read by a LayerNorm over its channels: per input coordinate (c, i, j), sum_o W[o, c, i, j];
+    the bias sum.
+
+    W[o, c, i, j] += t for every o adds t x[c, i + ., j + .] to every output channel alike (a shift the
+    LayerNorm removes) only when every output channel reads input channel c: a grouped (depthwise) conv
+    (groups > 1) reads a different input per group, so only its bias sum is a law.
+    """
     name = conv.target
     idx = space.indices(f"{name}.weight")
     out = []
-    for flat, where in enumerate(itertools.product(*(range(n) for n in idx.shape[1:]))):
+    groups = getattr(graph.module_of(conv), "groups", 1)
+    coordinates = itertools.product(*(range(n) for n in idx.shape[1:])) if groups == 1 else ()
+    for flat, where in enumerate(coordinates):
         text = f"{name}.weight[:,{','.join(map(str, where))}]"
         out.append((f"{name} input {where}", [Slot(f"{name}.weight", idx[(slice(None), *where)].clone(), text, 0,
                                                    (flat,))]))

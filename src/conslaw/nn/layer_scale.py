@@ -32,7 +32,7 @@ FAMILY = "rescaling (layer scale)"
 LAYER_SCALE_MODULES = ("LayerScale", "LayerScale2d")
 
 
-def _unit_tags(graph: Graph, node: fx.Node) -> tuple[fx.Node, torch.Tensor] | None:
+def unit_tags(graph: Graph, node: fx.Node) -> tuple[fx.Node, torch.Tensor] | None:
     """The Linear / Conv a tensor comes from through single-user movement ops (permute, reshape, dropout at p = 0),
     and a tag tensor of the tensor's shape: entry = the source's output unit it holds (:mod:`.tags`)."""
     chain = []
@@ -99,7 +99,7 @@ def layer_scale_laws(graph: Graph, space: ParamSpace, findings: Findings) -> Non
         pairs = []  # (source Linear / Conv node, gamma name, gamma axis)
         if node.op == "call_module" and type(graph.module_of(node)).__name__ in LAYER_SCALE_MODULES:
             gamma = f"{node.target}.gamma"
-            found = _unit_tags(graph, node.args[0]) if isinstance(node.args[0], fx.Node) else None
+            found = unit_tags(graph, node.args[0]) if isinstance(node.args[0], fx.Node) else None
             if gamma in space.shapes and found is not None and found[1].dim() >= 1 and \
                     _scales_units(found[1], torch.arange(space.shapes[gamma][0])):
                 pairs.append((found[0], gamma, 0))
@@ -109,7 +109,7 @@ def layer_scale_laws(graph: Graph, space: ParamSpace, findings: Findings) -> Non
             if len(args) == 2:
                 for x, g in (args, args[::-1]):
                     gamma = _gamma_tags(graph, g, space)
-                    found = _unit_tags(graph, x) if gamma is not None else None
+                    found = unit_tags(graph, x) if gamma is not None else None
                     if found is not None and _scales_units(found[1], gamma[2]):
                         pairs.append((found[0], gamma[0], gamma[1]))
         for source, gamma, axis in pairs:

@@ -221,3 +221,24 @@ def test_sgd_drift_of_three_exact_convnext_laws():
     assert all(3.0 <= float(r) <= 5.0 for r in ratios[:3]), ratios
     assert 1.6 <= float(ratios[3]) <= 2.4, ratios
     assert float(small.abs().min()) > 1e-12  # all four far above the round-off of O(1) values (1e-16)
+
+
+@pytest.mark.slow  # ~60 s and ~3 GB on 2 cores: D = 2 942 723
+def test_torchvision_bottleneck_resnet_at_small_group_width():
+    """torchvision's ResNet class with Bottleneck blocks [1, 1, 1, 1] and width_per_group = 4 (inner widths 4, 8,
+    16, 32; the residual streams keep 256, 512, 1024, 2048 channels)."""
+    tv = torchvision()
+    from torchvision.models.resnet import Bottleneck
+
+    model = seeded(lambda: tv.models.ResNet(Bottleneck, [1, 1, 1, 1], num_classes=3, width_per_group=4), 0)
+    result = analysed(model, images(), numeric=False)
+    c = counts(result)
+    # stem bn1 -> ReLU -> max-pool -> layer1 (conv1 and downsample): 64; bn1 -> conv2 and bn2 -> conv3 per block
+    assert c[("rescaling", "exact")] == 64 + 2 * (4 + 8 + 16 + 32)
+    # one law per channel of each residual stream: bn3 and the downsample BN write it, ReLU, next block reads it
+    assert c[("rescaling (residual stream)", "exact")] == 256 + 512 + 1024 + 2048
+    assert c[("translation", "exact")] == 2048 + 1
+    # every conv feeds a training BatchNorm: |W_k|^2 conserved up to eps only, never exact
+    assert c.get(("scale-invariance", "exact"), 0) == 0
+    assert c[("scale-invariance", "approximate")] == 64 + 2 * 60 + 2 * 3840
+    assert result.named_laws == 184 + 3840 + 2049

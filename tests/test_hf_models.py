@@ -61,7 +61,9 @@ def _batch(vocab=16, n=2, length=5, name=None):
 def test_find_laws_runs_on_tiny_hf_models(name):
     model = _build(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {n: m.training for n, m in model.named_modules()}
     result = conslaw.find_laws(model, _batch(name=name), "cross_entropy", numeric=False, batches=2)
+    assert {n: m.training for n, m in model.named_modules()} == flags
     params = dict(model.named_parameters())
     assert result.D == sum(p.numel() for p in params.values())
     for checked in result.laws:
@@ -141,3 +143,13 @@ def test_llama_float32_casts_are_kept_in_float64():
     assert analysis.fields.keep_float64  # LlamaRMSNorm casts to float32: the analysis keeps float64
     mlp = conslaw.nn.analyse(torch.nn.Sequential(torch.nn.Linear(2, 3)), torch.randn(4, 2), traced=False)
     assert not mlp.fields.keep_float64
+
+
+@pytest.mark.slow  # the Lie engine on D = 872: ~25 s on 2 busy cores
+@pytest.mark.parametrize("name,named,numeric", [("qwen2", 60, 60)])
+def test_tiny_hf_models_named_against_the_engine(name, named, numeric):
+    """D <= 4000: the named exact laws against D - dim Lie (Thm 2.11); a difference is reported as unnamed_laws."""
+    result = conslaw.find_laws(_build(name), _batch(name=name), "cross_entropy", numeric=True, batches=2)
+    assert (result.named_laws, result.lie_laws) == (named, numeric)
+    assert result.unnamed_laws == numeric - named - min(result.approximate_laws, max(numeric - named, 0))
+    assert result.numeric_gap > 1e3

@@ -87,12 +87,6 @@ def test_torchvision_convnext_layer_scale_depthwise_and_downsampling_laws():
                                             "features.2.1.bias", "features.3.0.block.3.bias"}  # GELU, stem stream
 
 
-@pytest.mark.slow  # the Lie engine on D = 1727: minutes on 2 busy cores
-def test_torchvision_convnext_named_equals_the_engine():
-    result = analysed(tv_convnext(), images(), numeric=True)
-    assert (result.named_laws, result.lie_laws, result.unnamed_laws) == (96, 96, 0)
-
-
 @pytest.mark.parametrize("conv_mlp", [True, False], ids=["conv-mlp", "channels-last"])
 def test_timm_convnext_laws(conv_mlp):
     """timm ConvNeXt, 4 stages C = 4, 4, 8, 8 (one block each), drop_path active in training: off in the analysis."""

@@ -130,10 +130,12 @@ def test_timm_mlp_mixer_laws():
     assert result.named_laws == 75
 
 
-@pytest.mark.slow  # the Lie engine on D = 351: ~45 s on 2 busy cores
+@pytest.mark.slow  # the Lie engine on D = 351: 6 s idle, ~45 s on 2 busy cores
 def test_timm_mlp_mixer_against_the_engine():
     result = analysed(tiny_mixer(), images(4, 8), numeric=True)
-    assert (result.named_laws, result.lie_laws, result.unnamed_laws) == (75, 76, 1)  # 1 unnamed, reported
+    # 1 unnamed, reported; the engine's spectral gap is small here (~4): its count is not clearly resolved
+    assert (result.named_laws, result.lie_laws, result.unnamed_laws) == (75, 76, 1)
+    assert result.numeric_gap < 1e3 and any("small spectral gap" in w for w in result.warnings)
 
 
 def test_torchvision_vision_transformer_small():

@@ -148,7 +148,8 @@ def test_llama_float32_casts_are_kept_in_float64():
 @pytest.mark.slow  # the Lie engine on D = 872..1480: 2-4 s each idle, ~25 s busy (BERT: over 6 GB, not run)
 @pytest.mark.parametrize("name,named,numeric,unnamed", [
     ("qwen2", 60, 60, 0), ("llama", 72, 72, 0),
-    # T5: 8 laws the engine counts that no family names (reported as unnamed_laws, never silently)
+    # T5: 8 laws the engine counts that no family names (reported as unnamed_laws, never silently): see
+    # test_t5_unnamed_laws_are_relative_position_bias_laws
     ("t5", 200, 208, 8)])
 def test_tiny_hf_models_named_against_the_engine(name, named, numeric, unnamed):
     """D <= 4000: the named exact laws against D - dim Lie (Thm 2.11); a difference is reported as unnamed_laws."""
@@ -156,3 +157,22 @@ def test_tiny_hf_models_named_against_the_engine(name, named, numeric, unnamed):
     assert (result.named_laws, result.lie_laws, result.unnamed_laws) == (named, numeric, unnamed)
     assert result.numeric_gap > 1e3
     assert result.as_dict()["unnamed_laws"] == unnamed
+
+
+def test_t5_unnamed_laws_are_relative_position_bias_laws():
+    """The 8 unnamed laws of the tiny T5, checked on plain loss gradients: per stack (encoder, decoder) and head,
+    the sum over buckets of relative_attention_bias (it shifts every score of the head alike: softmax removes it;
+    2 x 2), and the one bucket no relative position of a 5-token sequence falls in (zero gradient; 2 x 2)."""
+    model = _build("t5").double()
+    gen = torch.Generator().manual_seed(3)
+    zero_rows = {}
+    for _ in range(3):
+        ids = torch.randint(0, 16, (4, 5), generator=gen)
+        model.zero_grad()
+        model(input_ids=ids, decoder_input_ids=ids, labels=torch.randint(0, 16, (4, 5), generator=gen)).loss.backward()
+        for name, p in model.named_parameters():
+            if "relative_attention_bias" in name:
+                assert p.grad.abs().max() > 1e-4 and p.grad.sum(0).abs().max() < 1e-15  # column sums conserved
+                rows = {b for b in range(p.shape[0]) if p.grad[b].abs().max() == 0}
+                zero_rows[name] = zero_rows.get(name, rows) & rows
+    assert sorted(len(rows) for rows in zero_rows.values()) == [1, 1]  # one unused bucket per stack, every batch

@@ -12,7 +12,7 @@ import conslaw.rank as rank_module
 from conslaw.laws import QuadraticLaw, law_residual
 from conslaw.nn import find_laws
 from conslaw.nn.analysis import analyse
-from conslaw.nn.find import collect, verification_points
+from conslaw.nn.find import collect, verification_draws, verification_points
 from conslaw.nn.registry import HandlerRegistry
 from conslaw.rank import GroupTooLarge, sparse_rank, sparse_rows
 
@@ -92,7 +92,8 @@ def test_streamed_verification_of_a_large_model_matches_the_stacked_fields(wide_
     analysis = analyse(model, x, "mse", registry)
     assert analysis.space.D > 200_000
     laws = collect(analysis, "mse", registry).laws
-    points = list(verification_points(analysis.fields, analysis.theta, 3, 0, show=False))
+    points = list(verification_points(analysis.fields, verification_draws(analysis.fields, analysis.theta, 3, 0), 3,
+                                      show=False))
     assert all(not isinstance(rows, torch.Tensor) for _, rows in points)  # generators, one field at a time
     for theta, rows in points:
         rows = list(rows)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _sgd_drift import drift_at_lr_and_2lr
 from conslaw import find_laws
 from conslaw.models import seeded
 
@@ -155,22 +156,12 @@ def test_gated_symmetry_and_sgd_drift():
 
     y = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(2))
 
-    def drift(lr):
-        m = build()
+    def observe(m):  # the up/down law of unit 1, |up.weight|^2 (not conserved)
         up, down = m[0].up, m[0].down
+        return torch.stack([up.weight[1].square().sum() + up.bias[1] ** 2 - down.weight[:, 1].square().sum(),
+                            up.weight.square().sum()])
 
-        def law():
-            with torch.no_grad():
-                return float(up.weight[1].square().sum() + up.bias[1] ** 2 - down.weight[:, 1].square().sum())
-        start, up0 = law(), float(up.weight.detach().square().sum())
-        opt = torch.optim.SGD(m.parameters(), lr=lr)
-        for _ in range(20):
-            opt.zero_grad()
-            F.cross_entropy(m(x), y).backward()
-            opt.step()
-        return law() - start, float(up.weight.detach().square().sum()) - up0
-
-    (l1, c1), (l2, c2) = drift(1e-3), drift(2e-3)
+    (l1, c1), (l2, c2) = drift_at_lr_and_2lr(build, lambda m, _: F.cross_entropy(m(x), y), range(20), observe, 1e-3)
     assert abs(l2 / l1) == pytest.approx(4.0, rel=0.15)
     assert abs(c2 / c1) == pytest.approx(2.0, rel=0.15)
     assert abs(l1) < 0.1 * abs(c1)

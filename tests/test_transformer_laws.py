@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _sgd_drift import drift_at_lr_and_2lr, law_values
 from conslaw import find_laws
 from conslaw.models import TransformerClassifier, seeded
 
@@ -67,20 +68,12 @@ def test_new_laws_under_plain_sgd():
     batches = [(torch.randint(0, 10, (8, 4), generator=gen), torch.randint(0, 2, (8,), generator=gen))
                for _ in range(20)]
 
-    def drift(lr):
-        m = transformer().double()
-        theta0 = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
-        opt = torch.optim.SGD(m.parameters(), lr=lr)
-        for x, y in batches:
-            opt.zero_grad()
-            F.cross_entropy(m(x), y).backward()
-            opt.step()
-        theta = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
-        control = (theta[:40] ** 2).sum() - (theta0[:40] ** 2).sum()  # |embed.weight|^2: not conserved
-        return [float(law.value(theta) - law.value(theta0)) for law in laws] + [float(control)]
+    def observe(m):  # the four laws and |embed.weight|^2 (not conserved)
+        return torch.cat([law_values(laws)(m), m.embed.weight.square().sum().reshape(1)])
 
-    small, large = drift(1e-3), drift(2e-3)
-    assert max(abs(d) for d in small[:3] + large[:3]) < 1e-13
+    small, large = drift_at_lr_and_2lr(transformer, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batches, observe,
+                                       1e-3)
+    assert float(torch.cat([small[:3], large[:3]]).abs().max()) < 1e-13
     assert abs(large[3] / small[3]) == pytest.approx(4.0, rel=0.15)
     assert abs(large[-1] / small[-1]) == pytest.approx(2.0, rel=0.15)
 

@@ -2,7 +2,8 @@
 
 :func:`analyse` checks the model and its example input, makes a float64
 analysis copy (the user's model is never touched), builds the loss-gradient
-fields and traces the data flow. Dropout is switched off in the copy (a random
+fields and traces the data flow. Dropout and stochastic depth (torchvision's
+``StochasticDepth``, timm's ``DropPath``) are switched off in the copy (a random
 mask makes the fields random); BatchNorm in training mode is patched with
 ``torch.func.replace_all_batch_norm_modules_`` so that the functional
 transforms do not update running statistics (eval-mode BatchNorm keeps its
@@ -32,12 +33,15 @@ from .trace import Graph, parameter_aliases, trace
 
 #: float attributes holding an attention dropout probability, set to 0 in the analysis copy
 ATTENTION_DROPOUT = ("attention_dropout", "attn_dropout", "dropout_p", "dropout_prob")
+#: stochastic depth modules (a whole residual branch dropped at random in training) and their drop-probability
+#: attribute, set to 0 in the analysis copy: torchvision.ops.StochasticDepth, timm's DropPath
+STOCHASTIC_DEPTH = {"StochasticDepth": "p", "DropPath": "drop_prob"}
 #: above this many parameters, verify with 4 batches of 4 inputs (each is a float64 backward pass)
 LARGE_D = 1_000_000
 
 
 def analysis_copy(model: nn.Module) -> nn.Module:
-    """A float64 copy with dropout off and BatchNorm safe for torch.func; the original is untouched."""
+    """A float64 copy, dropout and stochastic depth off, BatchNorm safe for torch.func; the original untouched."""
     clone = copy.deepcopy(model).to(DTYPE)
     config = getattr(clone, "config", None)
     if config is not None and getattr(config, "use_cache", None):
@@ -48,6 +52,9 @@ def analysis_copy(model: nn.Module) -> nn.Module:
                 setattr(m, attr, 0.0)
         if isinstance(m, DROPOUT):
             m.p = 0.0
+        attr = STOCHASTIC_DEPTH.get(type(m).__name__)
+        if attr is not None and isinstance(getattr(m, attr, None), float):
+            setattr(m, attr, 0.0)
         if isinstance(m, nn.MultiheadAttention):
             m.dropout = 0.0
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:

@@ -4,7 +4,8 @@
 2. collect the law families (:mod:`.rescaling`, :mod:`.attention`, :mod:`.normalization`,
    :mod:`.translation`) and the handlers of leaf modules (:mod:`.registry`);
 3. verify every law on the model (:mod:`.status`): exact at round-off, approximate
-   with a known cause, or failed;
+   with a known cause, or failed; a law failed with a normalization's eps as cause is re-checked
+   with eps shrunk (:mod:`.eps_check`) and is approximate when it then holds at round-off;
 4. count: ``named_laws`` = independent exact laws (sparse rank of their
    gradients), and for small models ``lie_laws`` = D - dim Lie of the loss-gradient
    fields (Thm 2.11, JSON key ``numeric_laws``), both at a generic point near theta (1 % moved),
@@ -18,6 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +34,7 @@ from ..threads import engine_threads
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
 from .embeddings import embedding_laws
+from .eps_check import recheck_eps
 from .findings import Findings
 from .fixed_lookups import unread_row_laws
 from .gated import gated_laws
@@ -241,7 +244,11 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     findings.notes[:0] = analysis.notes
     fields, space, theta = analysis.fields, analysis.space, analysis.theta
     analysis.graph = None  # the traced graph is done with: free it before the fields
-    checked = check_laws(findings.laws, verification_points(fields, theta, batches, seed, analysis.large))
+    draws = verification_draws(fields, theta, batches, seed)
+    checked = check_laws(findings.laws, verification_points(fields, draws, batches, analysis.large))
+    checked, note = recheck_eps(checked, analysis.model, fields, draws)  # one point's fields at a time
+    if note is not None:
+        findings.notes.append(note)
     # ranks and the count at a generic point near theta (see below)
     generic = perturbed(space, theta, torch.Generator().manual_seed(seed + 1), COUNT_PERTURBATION)
     kept = [c for c in checked if c.status in ("exact", "approximate")]
@@ -276,18 +283,23 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
                      derivative_check=check, warnings=findings.warnings, notes=findings.notes)
 
 
-def verification_points(fields, theta: torch.Tensor, batches: int, seed: int,
-                        show: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | Iterator[torch.Tensor]]]:
-    """(theta, fields at theta) at theta and at a point moved by :data:`.status.PERTURBATION`, lazily.
-
-    The random draws are those of one list of both points (the perturbation first, then each point's batches);
-    a large model's fields come one at a time (:meth:`LossGradFields.rows`) with a progress bar on stderr.
-    """
+def verification_draws(fields, theta: torch.Tensor, batches: int, seed: int) -> list[tuple[torch.Tensor, Any]]:
+    """[(theta, batches), (moved theta, batches)]: the two verification points, theta moved by
+    :data:`.status.PERTURBATION`, and their sampled batches (the perturbation drawn first, then each point's)."""
     gen = torch.Generator().manual_seed(seed)
     moved = perturbed(fields.space, theta, gen)
-    with progress(total=2 * batches, desc="loss gradients", unit="field", show=show) as bar:
-        for t in (theta, moved):
-            rows = fields.rows(t, fields.sample(batches, gen))
+    return [(t, fields.sample(batches, gen)) for t in (theta, moved)]
+
+
+def verification_points(fields, draws: Sequence[tuple[torch.Tensor, Any]], batches: int,
+                        show: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | Iterator[torch.Tensor]]]:
+    """(theta, fields at theta) for each of :func:`verification_draws`, lazily.
+
+    A large model's fields come one at a time (:meth:`LossGradFields.rows`) with a progress bar on stderr.
+    """
+    with progress(total=len(draws) * batches, desc="loss gradients", unit="field", show=show) as bar:
+        for t, ps in draws:
+            rows = fields.rows(t, ps)
             yield t, rows if isinstance(rows, torch.Tensor) else bar.wrap(rows)
 
 

@@ -10,11 +10,15 @@ entry is conserved). A Linear feeding a LayerNorm over its outputs also has
 exact translation laws (the LayerNorm removes the mean): :mod:`conslaw.nn.shift` names them;
 a Linear feeding an RMSNorm has none (the RMSNorm keeps the mean). A Conv feeding timm's
 LayerNorm2d (channels normalized at every position): per input coordinate (c, i, j) of its filters,
-sum_o W[o, c, i, j], and its bias sum (exact), and its scale invariance (approximate).
+sum_o W[o, c, i, j], and its bias sum (exact), and its scale invariance (approximate); the same for a
+conv whose channels a permute moves to the last axis before an ``nn.LayerNorm(C)`` (torchvision ConvNeXt),
+and for a grouped (depthwise) conv only the bias sum (:func:`conslaw.nn.shift.conv_writer_slots`).
 """
 
 from __future__ import annotations
 
+import torch
+import torch.fx as fx
 from torch import nn
 
 from ..laws import balance_law, coordinate_law, linear_law, unit_slot
@@ -23,6 +27,7 @@ from .findings import Findings
 from .norms import is_feature_norm, is_layernorm2d, is_rmsnorm, rms_eps
 from .ops import BATCHNORM, CONV
 from .shift import conv_writer_slots
+from .tags import NotStatic, data_args, evaluate, is_movement
 from .trace import Graph
 
 
@@ -34,6 +39,9 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
             continue
         user = next(iter(node.users))
         norm = graph.module_of(user) if user.op == "call_module" else None
+        if isinstance(m, CONV) and channels_last_norm(graph, node) is not None:
+            user = channels_last_norm(graph, node)
+            norm = graph.module_of(user)
         if not isinstance(norm, (*BATCHNORM, nn.LayerNorm, nn.GroupNorm)) and not is_rmsnorm(norm):
             continue
         name, has_bias = node.target, f"{node.target}.bias" in space.shapes
@@ -65,7 +73,9 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
         elif isinstance(m, nn.Linear) and is_feature_norm(norm, m.out_features):
             # LayerNorm: its translations are in conslaw.nn.shift; RMSNorm keeps the mean: no translation
             invariance(name, slice(0, m.out_features))
-        elif is_layernorm2d(norm) and isinstance(m, CONV) and norm.normalized_shape[0] == m.out_channels:
+        elif isinstance(m, CONV) and isinstance(norm, nn.LayerNorm) and \
+                tuple(norm.normalized_shape) == (m.out_channels,) and (is_layernorm2d(norm) or user is not next(
+                    iter(node.users))):
             invariance(name, slice(0, m.out_channels))
             for label, slots in conv_writer_slots(graph, node, space):  # the shift per position it removes
                 findings.laws.append(linear_law(f"{label} (shift removed by {user.target})", slots,
@@ -74,3 +84,34 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
             per = norm.num_channels // norm.num_groups
             for g in range(norm.num_groups):
                 invariance(f"{name} group {g}", slice(g * per, (g + 1) * per), (g,))
+
+
+def channels_last_norm(graph: Graph, conv: fx.Node) -> fx.Node | None:
+    """The LayerNorm(C) call that normalizes a conv's channels after a move to the last axis
+    (``conv(x).permute(0, 2, 3, 1)`` then ``nn.LayerNorm(C)``: torchvision ConvNeXt), through single-user movement
+    ops; None otherwise. The channel axis is followed by running the ops on channel tags (:mod:`.tags`)."""
+    chain, node = [], conv
+    while len(node.users) == 1:
+        user = next(iter(node.users))
+        if user.op == "call_module" and isinstance(graph.module_of(user), nn.LayerNorm):
+            break
+        if not is_movement(user) or data_args(user) != [node]:
+            return None
+        chain.append(user)
+        node = user
+    else:
+        return None
+    shape = graph.shape(conv)
+    if not chain or shape is None or len(shape) < 3:
+        return None
+    env = {conv: torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)).expand(*shape)}
+    try:
+        for n in chain:
+            env[n] = evaluate(graph, n, env)
+    except (NotStatic, RuntimeError, TypeError):
+        return None
+    tags = env[chain[-1]]
+    if not isinstance(tags, torch.Tensor) or tags.shape[-1] != shape[1] or \
+            not torch.equal(tags, torch.arange(shape[1]).expand(*tags.shape)):
+        return None
+    return next(iter(node.users))

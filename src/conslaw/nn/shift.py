@@ -10,6 +10,7 @@ add its own per-token constant c(x) 1 without changing the model:
 - a token embedding E[ids]: E[t] += s_t 1 for each token t: the row sums sum_d E[t, d];
 - a parameter P added as is (learned positions, rows = positions): the row sums sum_d P[p, d];
 - a LayerNorm affine writer gamma * n + beta: sum_d beta_d;
+- a Linear across the tokens (MLP-Mixer's token mixing, transposed back): each bias entry b_t;
 - an ``nn.MultiheadAttention``: its out_proj, as a Linear writer;
 - a ViT patch embedding conv(x).reshape(B, C, -1).permute(0, 2, 1): per input coordinate (c, i, j) of its
   filters, sum_o W[o, c, i, j], and its bias sum; a class token param.expand(B, -1, -1) joined by torch.cat
@@ -72,11 +73,19 @@ def expanded_parameter(graph: Graph, node: fx.Node, space: ParamSpace) -> fx.Nod
 
 
 def conv_writer_slots(graph: Graph, conv: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]]:
-    """A patch-embedding conv writer: per input coordinate (c, i, j), sum_o W[o, c, i, j]; the bias sum."""
+    """A conv writer read by a LayerNorm over its channels: per input coordinate (c, i, j), sum_o W[o, c, i, j];
+    the bias sum.
+
+    W[o, c, i, j] += t for every o adds t x[c, i + ., j + .] to every output channel alike (a shift the
+    LayerNorm removes) only when every output channel reads input channel c: a grouped (depthwise) conv
+    (groups > 1) reads a different input per group, so only its bias sum is a law.
+    """
     name = conv.target
     idx = space.indices(f"{name}.weight")
     out = []
-    for flat, where in enumerate(itertools.product(*(range(n) for n in idx.shape[1:]))):
+    groups = getattr(graph.module_of(conv), "groups", 1)
+    coordinates = itertools.product(*(range(n) for n in idx.shape[1:])) if groups == 1 else ()
+    for flat, where in enumerate(coordinates):
         text = f"{name}.weight[:,{','.join(map(str, where))}]"
         out.append((f"{name} input {where}", [Slot(f"{name}.weight", idx[(slice(None), *where)].clone(), text, 0,
                                                    (flat,))]))
@@ -87,7 +96,8 @@ def conv_writer_slots(graph: Graph, conv: fx.Node, space: ParamSpace) -> list[tu
 
 def _writer_module(graph: Graph, node: fx.Node, space: ParamSpace) -> str:
     """The module (or parameter) a writer node stands for."""
-    return str((patchify_conv(graph, node) or expanded_parameter(graph, node, space) or node).target)
+    return str((patchify_conv(graph, node) or expanded_parameter(graph, node, space)
+                or token_mixing_source(graph, node) or node).target)
 
 
 def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]] | None:
@@ -110,7 +120,7 @@ def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[
             out.append((f"{name} row {r}", [Slot(name, rows[r].clone(), text, len(shape) - 1, (r,))]))
         return out
     if node.op != "call_module":
-        return None
+        return token_mixing_bias(graph, node, space)
     m, name = graph.module_of(node), node.target
     if isinstance(m, nn.MultiheadAttention):
         m, name = m.out_proj, f"{name}.out_proj"
@@ -131,6 +141,38 @@ def _writer_slots(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[
     if isinstance(m, nn.LayerNorm) and f"{name}.bias" in space.shapes and len(m.normalized_shape) == 1:
         return [(f"{name}.bias sum", [unit_slot(space, f"{name}.bias", 0, slice(0, m.normalized_shape[0]))])]
     return None
+
+
+def token_mixing_source(graph: Graph, node: fx.Node) -> fx.Node | None:
+    """The Linear of :func:`token_mixing_bias` when ``node`` is its output moved back, else None."""
+    from .layer_scale import unit_tags
+
+    found = unit_tags(graph, node) if node.op != "call_module" else None
+    if found is None:
+        return None
+    source, tags = found
+    if not isinstance(graph.module_of(source), nn.Linear) or tags.dim() < 2 or tags.shape[-1] < 2 or \
+            not torch.equal(tags, tags[..., :1].expand_as(tags)):
+        return None
+    return source
+
+
+def token_mixing_bias(graph: Graph, node: fx.Node, space: ParamSpace) -> list[tuple[str, list[Slot]]] | None:
+    """A Linear applied across the tokens and moved back (MLP-Mixer: ``fc(x.transpose(1, 2)).transpose(1, 2)``).
+
+    Its output unit t is token t, the same at every feature: bias b_t adds b_t to every feature of token t,
+    a shift the LayerNorm readers remove, so each entry b_t is conserved (exact); its weights give token t a
+    different value at each feature and have no such law. The layout is read by running the movement ops on
+    tags (:func:`conslaw.nn.layer_scale.unit_tags`): constant along the last (normalized) axis.
+    """
+    source = token_mixing_source(graph, node)
+    if source is None:
+        return None
+    m = graph.module_of(source)
+    bias = f"{source.target}.bias"
+    if bias not in space.shapes:
+        return []
+    return [(f"{bias}[{t}] (a shift of token {t})", [unit_slot(space, bias, 0, t)]) for t in range(m.out_features)]
 
 
 def _passes_shift(graph: Graph, node: fx.Node) -> bool:

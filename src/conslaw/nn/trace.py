@@ -86,6 +86,11 @@ class Graph:
         return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
+#: parameter-free modules traced through rather than kept as leaves, so that their ops (torch.permute) are seen by
+#: the families that follow axes: torchvision.ops.misc.Permute (ConvNeXt's channels-last blocks)
+TRACED_THROUGH = ("Permute",)
+
+
 class LawTracer(fx.Tracer):
     """Leaves: modules without children, and the types in ``leaf_types``; never a module in ``tied``.
 
@@ -101,7 +106,7 @@ class LawTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         """Leaves: modules without children and the registered types, except modules with a tied parameter."""
-        if qualname in self.tied:
+        if qualname in self.tied or type(m).__name__ in TRACED_THROUGH:
             return False
         return isinstance(m, self.leaf_types) or not list(m.children())
 

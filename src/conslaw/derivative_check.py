@@ -87,19 +87,28 @@ class DerivativeCheck:
                 "ok": self.ok, "samples": self.samples, "step": self.step}
 
 
-def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: float, ps: tuple) -> torch.Tensor:
+def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: float, ps: tuple,
+                     center: bool = False):
     """Row i: D fn(theta; ps_i) directions_i by a central difference of displacement ``length`` along directions_i.
 
     ``fn(t, *p)`` is evaluated at the 2 n points theta +- h_i directions_i in one ``vmap``; a zero
-    direction gives a zero derivative.
+    direction gives a zero derivative. ``center``: ``fn`` returns a tuple whose first element is
+    differentiated, it is also evaluated at theta itself in the same ``vmap``, and the result is
+    ``(derivative, fn(theta; ps) batched)``.
     """
     norms = directions.norm(dim=1)
     h = torch.where(norms > 0, length / norms.clamp_min(TINY), torch.ones_like(norms)).unsqueeze(1)
-    points = torch.cat([theta + h * directions, theta - h * directions])
-    doubled = [tree_map(lambda t: torch.cat([t, t]), p) for p in ps]
-    values = vmap(fn, in_dims=(0,) + (0,) * len(ps))(points, *doubled)
+    blocks = [theta + h * directions, theta - h * directions] + ([theta.expand_as(directions)] if center else [])
+    points = torch.cat(blocks)
+    repeated = [tree_map(lambda t: torch.cat([t] * len(blocks)), p) for p in ps]
+    out = vmap(fn, in_dims=(0,) + (0,) * len(ps))(points, *repeated)
+    values = out[0] if center else out
     n = directions.shape[0]
-    return torch.where(norms.unsqueeze(1) > 0, (values[:n] - values[n:]) / (2 * h), torch.zeros_like(values[:n]))
+    derivative = torch.where(norms.unsqueeze(1) > 0, (values[:n] - values[n:2 * n]) / (2 * h),
+                             torch.zeros_like(values[:n]))
+    if not center:
+        return derivative
+    return derivative, tuple(o[2 * n:] for o in out)
 
 
 def _worst(errors: list[float]) -> float | None:
@@ -140,10 +149,11 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
             values, scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)(*batched)
         first, rest = batched[0], batched[1:]
         x = vmap(lambda p: source.field(theta, p))(first)
-        y, y_scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * len(rest))(*rest)
-        # [X, Y] = DY X - DX Y, both directional derivatives by central differences of the lower-order values
-        fd = (_central_batched(lambda t, *p: bracket_value(source, t, p)[0], theta, x, length, tuple(rest))
-              - _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,)))
+        # [X, Y] = DY X - DX Y, both directional derivatives by central differences of the lower-order values;
+        # Y itself (and its scale) comes from the same vmap as its difference quotient along X
+        dy_x, (y, y_scales) = _central_batched(lambda t, *p: bracket_value(source, t, p), theta, x, length,
+                                               tuple(rest), center=True)
+        fd = dy_x - _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,))
         errors = []
         for i in range(values.shape[0]):
             if level > 2 and float(y[i].norm()) < CANCELLED * float(y_scales[i]):

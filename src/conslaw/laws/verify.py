@@ -105,7 +105,7 @@ def batched_residuals(laws: Sequence[Law], rows, theta: torch.Tensor, chunk_entr
         if filled == block.shape[0]:
             _chunked(laws, block, block.norm(dim=1), theta, chunk_entries, out)
             filled = 0
-    if filled:
+    if filled and block is not None:
         _chunked(laws, block[:filled], block[:filled].norm(dim=1), theta, chunk_entries, out)
     return out
 

@@ -21,11 +21,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..laws import Slot, balance_law, linear_law, unit_slot
+from ..laws import Slot, linear_law, unit_slot
 from ..params import ParamSpace
 from .attention import MHALayout
 from .findings import Findings
 from .fixed_lookups import fixed_rows, lookups_of
+from .handlers import norm1_input_scale_law
 from .ops import is_add
 from .trace import Graph
 
@@ -155,15 +156,8 @@ def input_scale_law(graph: Graph, node: fx.Node, emb: fx.Node, pos: fx.Node, spa
     if layer.norm_first or not layer.self_attn._qkv_same_embed_dim:
         return
     layout = MHALayout.of(f"{prefix}.self_attn", layer.self_attn)
-    e = layout.embed_dim
     weight = space.shapes.get(layout.weight("q")[0])
     if weight is None or layout.bias is None or f"{layout.name}.out_proj.bias" not in space.shapes:
         return
-    plus = [unit_slot(space, p, 0, slice(0, space.shapes[p][0])) for p in (f"{emb.target}.weight", pos.target)]
-    plus += [unit_slot(space, layout.bias, 0, slice(2 * e, 3 * e)),
-             unit_slot(space, f"{layout.name}.out_proj.bias", 0, slice(0, e))]
-    minus = [unit_slot(space, layout.weight("q")[0], 0, slice(0, 2 * e))]
-    findings.laws.append(balance_law(f"{prefix}.norm1 input scale", plus, minus, family="scale-invariance",
-                                     module=f"{prefix}.norm1", approximate_cause=(
-                                         f"LayerNorm eps={layer.norm1.eps:g}: scale invariant only up to "
-                                         "O(eps / variance)")))
+    carriers = [unit_slot(space, p, 0, slice(0, space.shapes[p][0])) for p in (f"{emb.target}.weight", pos.target)]
+    findings.laws.append(norm1_input_scale_law(space, layout, layer, prefix, carriers))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..laws import balance_law, unit_slot
+from ..laws import Law, Slot, balance_law, unit_slot
 from ..params import ParamSpace
 from .attention import MHALayout, incoming_rows, mha_laws
 from .carriers import Carrier
@@ -132,14 +132,22 @@ def inner_input_scale_law(previous: str, name: str, layer: nn.TransformerEncoder
     if layout.bias is None or f"{layout.name}.out_proj.bias" not in space.shapes or \
             not all(p in space.shapes for p in affine):
         return
-    plus = [unit_slot(space, p, 0, slice(0, e)) for p in affine]
-    plus += [unit_slot(space, layout.bias, 0, slice(2 * e, 3 * e)),
-             unit_slot(space, f"{layout.name}.out_proj.bias", 0, slice(0, e))]
+    carriers = [unit_slot(space, p, 0, slice(0, e)) for p in affine]
+    findings.laws.append(norm1_input_scale_law(space, layout, layer, name, carriers))
+
+
+def norm1_input_scale_law(space: ParamSpace, layout: MHALayout, layer: nn.TransformerEncoderLayer, name: str,
+                          carriers: list[Slot]) -> Law:
+    """|carriers|^2 + |b_v|^2 + |b_o|^2 - |Q|^2 - |K|^2: scaling what writes norm1's input (``carriers``) and
+    the value and output biases by c > 0 and the query and key rows by 1 / c scales x + sa(x) by c, which
+    norm1 removes up to its eps (approximate; exact at eps = 0)."""
+    e = layout.embed_dim
+    plus = [*carriers, unit_slot(space, layout.bias, 0, slice(2 * e, 3 * e)),
+            unit_slot(space, f"{layout.name}.out_proj.bias", 0, slice(0, e))]
     minus = [unit_slot(space, layout.weight("q")[0], 0, slice(0, 2 * e))]
-    findings.laws.append(balance_law(f"{name}.norm1 input scale", plus, minus, family="scale-invariance",
-                                     module=f"{name}.norm1", approximate_cause=(
-                                         f"LayerNorm eps={layer.norm1.eps:g}: scale invariant only up to "
-                                         "O(eps / variance)")))
+    return balance_law(f"{name}.norm1 input scale", plus, minus, family="scale-invariance", module=f"{name}.norm1",
+                       approximate_cause=f"LayerNorm eps={layer.norm1.eps:g}: scale invariant only up to "
+                                         "O(eps / variance)")
 
 
 class TransformerEncoderHandler(Handler):

@@ -74,8 +74,9 @@ def test_vit_blocks_named_equals_the_engine(block, size, named):
     # a tiny ViT: 8^2 images, patch 4, hidden 8, MLP 8, 3 classes (~15 s; gap 6.6e3)
     (8, 4, 8, 8, 3, 1411, 250, 1e3),
     # the small ViT of issue 14 (32^2 images, patch 8, hidden 32) with MLP 8: the engine's count takes ~300
-    # CPU-seconds on one core (525 s wall at load 5); spectral gap 10 at the default eps (not analysed further)
-    pytest.param(32, 8, 32, 8, 10, 16954, 1702, 5.0, id="issue-14-vit-mlp8"),
+    # CPU-seconds on one core (525 s wall at load 5), 11.5 GB; spectral gap 10 at the default eps (not analysed
+    # further); marked heavy: not in CI (pytest -m heavy)
+    pytest.param(32, 8, 32, 8, 10, 16954, 1702, 5.0, id="issue-14-vit-mlp8", marks=pytest.mark.heavy),
 ])
 def test_whole_vit_named_equals_the_engine(image, patch, hidden, mlp, classes, D, named, gap):
     """Whole model: named exact == D - dim Lie; the one approximate law (the input scale through the

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from ..fields import LossGradFields
-from ..laws import EXACT, law_residual
+from ..laws import EXACT
+from ..laws.verify import batched_residuals
 from .status import CheckedLaw
 
 #: every normalization's eps is multiplied by this in the re-check (> 0: BatchNorm refuses eps = 0 in training)
@@ -85,12 +86,10 @@ def recheck_eps(checked: Sequence[CheckedLaw], model: nn.Module, fields: LossGra
     with shrunk_eps(model) as changed:
         if not changed:
             return list(checked), None
-        for theta, batches in draws:  # one point at a time: a set of fields is batches x D floats
-            at_point = fields.evaluate(theta, batches)
-            norms = at_point.norm(dim=1)
-            for i in suspects:
-                worst[i] = max(worst[i], law_residual(checked[i].law, at_point, theta, field_norms=norms))
-            del at_point
+        laws = [checked[i].law for i in suspects]
+        for theta, batches in draws:  # the same residual as check_laws, fields streamed (one held at a time)
+            for i, res in zip(suspects, batched_residuals(laws, fields.rows(theta, batches), theta), strict=True):
+                worst[i] = max(worst[i], float(res))
     out = list(checked)
     relabelled = [i for i in suspects if worst[i] < EXACT]
     for i in relabelled:

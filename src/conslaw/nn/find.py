@@ -211,7 +211,7 @@ def collect(analysis: ModelAnalysis, loss: str, registry: HandlerRegistry) -> Fi
     if graph is None:
         raise ConslawError("collect needs a traced model analysis", "call analyse(..., traced=True)")
     findings = Findings()
-    softmax = loss == "cross_entropy" or analysis.fields.loss_fn.softmax  # softmax + cross-entropy (Prop 3.11)
+    softmax = analysis.fields.loss_fn.softmax  # a softmax + cross-entropy loss (Prop 3.11)
     for node in graph.nodes:
         module = graph.module_of(node)
         handler = registry.handler_for(module) if module is not None else None

@@ -55,7 +55,7 @@ def unit_tags(graph: Graph, node: fx.Node) -> tuple[fx.Node, torch.Tensor] | Non
     try:
         for n in reversed(chain):
             env[n] = evaluate(graph, n, env)
-    except (NotStatic, RuntimeError, TypeError):
+    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
         return None
     out = env[chain[0]] if chain else tags
     return (node, out) if isinstance(out, torch.Tensor) else None
@@ -78,7 +78,7 @@ def _gamma_tags(graph: Graph, node: fx.Node, space: ParamSpace) -> tuple[str, in
     try:
         for n in reversed(chain):
             env[n] = evaluate(graph, n, env)
-    except (NotStatic, RuntimeError, TypeError):
+    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
         return None
     out = env[chain[0]] if chain else env[node]
     return (str(node.target), axes[0], out) if isinstance(out, torch.Tensor) else None

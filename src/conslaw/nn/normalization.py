@@ -39,9 +39,9 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
             continue
         user = next(iter(node.users))
         norm = graph.module_of(user) if user.op == "call_module" else None
-        if isinstance(m, CONV) and channels_last_norm(graph, node) is not None:
-            user = channels_last_norm(graph, node)
-            norm = graph.module_of(user)
+        through_permute = channels_last_norm(graph, node) if isinstance(m, CONV) else None
+        if through_permute is not None:
+            user, norm = through_permute, graph.module_of(through_permute)
         if not isinstance(norm, (*BATCHNORM, nn.LayerNorm, nn.GroupNorm)) and not is_rmsnorm(norm):
             continue
         name, has_bias = node.target, f"{node.target}.bias" in space.shapes
@@ -74,8 +74,8 @@ def normalization_laws(graph: Graph, space: ParamSpace, findings: Findings) -> N
             # LayerNorm: its translations are in conslaw.nn.shift; RMSNorm keeps the mean: no translation
             invariance(name, slice(0, m.out_features))
         elif isinstance(m, CONV) and isinstance(norm, nn.LayerNorm) and \
-                tuple(norm.normalized_shape) == (m.out_channels,) and (is_layernorm2d(norm) or user is not next(
-                    iter(node.users))):
+                tuple(norm.normalized_shape) == (m.out_channels,) and (is_layernorm2d(norm) or
+                                                                   through_permute is not None):
             invariance(name, slice(0, m.out_channels))
             for label, slots in conv_writer_slots(graph, node, space):  # the shift per position it removes
                 findings.laws.append(linear_law(f"{label} (shift removed by {user.target})", slots,
@@ -108,7 +108,7 @@ def channels_last_norm(graph: Graph, conv: fx.Node) -> fx.Node | None:
     try:
         for n in chain:
             env[n] = evaluate(graph, n, env)
-    except (NotStatic, RuntimeError, TypeError):
+    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
         return None
     tags = env[chain[-1]]
     if not isinstance(tags, torch.Tensor) or tags.shape[-1] != shape[1] or \

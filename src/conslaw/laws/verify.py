@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .gram_block import GramBlock
 from .law import Law
 
 #: a residual below this is round-off (a verified, exact law)
@@ -90,24 +91,60 @@ def batched_residuals(laws: Sequence[Law], rows, theta: torch.Tensor, chunk_entr
         chunk_entries: gradient entries per chunk of laws.
     """
     out = np.zeros(len(laws))
+    plain, blocks = split_block_entries(laws)
+    plain_laws, plain_out = [laws[k] for k in plain], np.zeros(len(plain))
+
+    def consume(fields: torch.Tensor) -> None:
+        norms = fields.norm(dim=1)
+        _chunked(plain_laws, fields, norms, theta, chunk_entries, plain_out)
+        for block, (where, i, j) in blocks.items():
+            out[where] = np.maximum(out[where], _block_residuals(block, theta, fields, norms)[:, i, j].amax(0).numpy())
+
     if isinstance(rows, torch.Tensor):
         if rows.shape[0]:
-            _chunked(laws, rows, rows.norm(dim=1), theta, chunk_entries, out)
-        return out
-    block, filled = None, 0
-    for chi in rows:  # buffered into blocks of fields within FIELD_BUFFER_BYTES: each chunk's gradients once per block
-        if block is None:
-            block = torch.empty(max(1, int(FIELD_BUFFER_BYTES // (chi.numel() * chi.element_size()))), chi.numel(),
-                                dtype=chi.dtype)
-        block[filled] = chi.reshape(-1)
-        filled += 1
-        del chi
-        if filled == block.shape[0]:
-            _chunked(laws, block, block.norm(dim=1), theta, chunk_entries, out)
-            filled = 0
-    if filled and block is not None:
-        _chunked(laws, block[:filled], block[:filled].norm(dim=1), theta, chunk_entries, out)
+            consume(rows)
+    else:
+        block, filled = None, 0
+        for chi in rows:  # buffered into blocks of fields within FIELD_BUFFER_BYTES: chunk gradients once per block
+            if block is None:
+                block = torch.empty(max(1, int(FIELD_BUFFER_BYTES // (chi.numel() * chi.element_size()))),
+                                    chi.numel(), dtype=chi.dtype)
+            block[filled] = chi.reshape(-1)
+            filled += 1
+            del chi
+            if filled == block.shape[0]:
+                consume(block)
+                filled = 0
+        if filled and block is not None:
+            consume(block[:filled])
+    out[plain] = plain_out
     return out
+
+
+def split_block_entries(laws: Sequence[Law]) -> tuple[np.ndarray, dict]:
+    """Positions of the plain laws, and per :class:`~.gram_block.GramBlock` (positions, rows i, rows j) of its
+    entries among ``laws``."""
+    plain, blocks = [], {}
+    for k, law in enumerate(laws):
+        block = getattr(law, "block", None)
+        if isinstance(block, GramBlock):
+            where, ii, jj = blocks.setdefault(block, ([], [], []))
+            where.append(k)
+            ii.append(law.pair[0])  # type: ignore[attr-defined]
+            jj.append(law.pair[1])  # type: ignore[attr-defined]
+        else:
+            plain.append(k)
+    return np.array(plain, dtype=np.int64), {b: (np.array(w), torch.tensor(i), torch.tensor(j))
+                                             for b, (w, i, j) in blocks.items()}
+
+
+def _block_residuals(block: GramBlock, theta: torch.Tensor, fields: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """(n, c, c): the residual of every entry of ``block`` against each field (:func:`law_residual`'s formula)."""
+    dot, grad2, share2 = block.products(theta, fields)
+    gnorm = grad2.sqrt()
+    denominator = torch.maximum(share2.sqrt(), SHARE_FLOOR * norms[:, None, None])
+    cos = dot.abs() / (gnorm * denominator).clamp_min(1e-300)
+    return torch.where(gnorm == 0, 0.0, cos)
 
 
 def _chunked(laws: Sequence[Law], fields: torch.Tensor, norms: torch.Tensor, theta: torch.Tensor,

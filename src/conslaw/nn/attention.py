@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..laws import Slot, coordinate_law, gram_law, unit_slot
+from ..laws.gram_block import gram_matrix_laws
 from ..params import ParamSpace
 from .findings import Findings
 from .projections import Projection, projection
@@ -114,15 +115,13 @@ def head_laws(name: str, row, out_col, heads: int, dh: int, module_qk: str, modu
     ``row(which, i)`` gives the slots of row i of q, k or v; ``out_col(i)`` column i of O.
     """
     for h in range(heads):
-        prefix = f"{tag} head {h}"
-        for a in range(h * dh, (h + 1) * dh):
-            for b in range(a, (h + 1) * dh):
-                findings.laws.append(gram_law(f"{prefix}: ({QK})[{a},{b}]", row("q", a), row("q", b),
-                                              row("k", a), row("k", b), family="attention", module=module_qk,
-                                              head=h, matrix=QK, unit=(a, b)))
-                findings.laws.append(gram_law(f"{prefix}: ({VO})[{a},{b}]", row("v", a), row("v", b),
-                                              [out_col(a)], [out_col(b)], family="attention", module=module_vo,
-                                              head=h, matrix=VO, unit=(a, b)))
+        prefix, units = f"{tag} head {h}", range(h * dh, (h + 1) * dh)
+        findings.laws += gram_matrix_laws(lambda a, b, p=prefix: f"{p}: ({QK})[{a},{b}]",
+                                          [row("q", a) for a in units], [row("k", a) for a in units], units,
+                                          family="attention", module=module_qk, head=h, matrix=QK)
+        findings.laws += gram_matrix_laws(lambda a, b, p=prefix: f"{p}: ({VO})[{a},{b}]",
+                                          [row("v", a) for a in units], [[out_col(a)] for a in units], units,
+                                          family="attention", module=module_vo, head=h, matrix=VO)
 
 
 def mha_laws(space: ParamSpace, name: str, m: nn.MultiheadAttention, findings: Findings) -> None:
@@ -301,12 +300,10 @@ def _group_qk_laws(space: ParamSpace, h: int, heads: list[Instance], findings: F
 
     ropes = {inst.q.rope is None for inst in heads} | {first.k.rope is None}
     if ropes == {True}:
-        for i in range(c):
-            for j in range(i, c):
-                a, b = first.qvec[i], first.qvec[j]
-                findings.laws.append(gram_law(f"{tag} head {h}{shared}: ({matrix})[{a},{b}]", q_rows(i), q_rows(j),
-                                              k_rows(i), k_rows(j), family="attention", module=first.q.proj.module,
-                                              head=h, matrix=matrix, unit=(a, b)))
+        findings.laws += gram_matrix_laws(lambda a, b: f"{tag} head {h}{shared}: ({matrix})[{a},{b}]",
+                                          [q_rows(i) for i in range(c)], [k_rows(i) for i in range(c)],
+                                          first.qvec, family="attention", module=first.q.proj.module, head=h,
+                                          matrix=matrix)
         return
     pairs = _rotary_positions(heads, first)
     if pairs is None:
@@ -363,11 +360,8 @@ def _vo_laws(space: ParamSpace, values: list, columns: dict, findings: Findings)
         tag = f"{tag}/{out.module}" if out.module not in tag.split("/") else tag
         shared = f" (shared by {len(heads)} query heads)" if len(heads) > 1 else ""
         matrix = VO if len(heads) == 1 else "V V^T - sum_h O_h^T O_h"
-        for i in range(cv):
-            for j in range(i, cv):
-                a, b = vvec[i], vvec[j]
-                findings.laws.append(gram_law(
-                    f"{tag} head {h}{shared}: ({matrix})[{a},{b}]", first.v.proj.rows(space, a),
-                    first.v.proj.rows(space, b), [out.column(space, cols[i][1]) for cols in heads],
-                    [out.column(space, cols[j][1]) for cols in heads], family="attention", module=first.v.proj.module,
-                    head=h, matrix=matrix, unit=(a, b)))
+        findings.laws += gram_matrix_laws(
+            lambda a, b, t=tag, h=h, s=shared, x=matrix: f"{t} head {h}{s}: ({x})[{a},{b}]",
+            [first.v.proj.rows(space, a) for a in vvec], [[out.column(space, cols[i][1]) for cols in heads]
+                                                          for i in range(cv)],
+            vvec, family="attention", module=first.v.proj.module, head=h, matrix=matrix)

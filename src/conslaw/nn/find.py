@@ -21,15 +21,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..derivative_check import DerivativeCheck, checked_derivatives
 from ..errors import ConslawError
+from ..laws.gram_rank import LawRanks
 from ..lie import lie_trace_dimension
 from ..params import unwrap_model
-from ..rank import GAP_WARNING, GroupTooLarge, sparse_rank, sparse_rows
+from ..rank import GAP_WARNING, GroupTooLarge
 from ..threads import engine_threads
 from .analysis import ModelAnalysis, analyse
 from .attention import handwritten_attention_laws
@@ -252,15 +254,16 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     # ranks and the count at a generic point near theta (see below)
     generic = perturbed(space, theta, torch.Generator().manual_seed(seed + 1), COUNT_PERTURBATION)
     kept = [c for c in checked if c.status in ("exact", "approximate")]
-    # one sparse matrix of the kept laws' unit gradients (12 bytes an entry), its exact rows ranked first
-    jac = sparse_rows(LawGradients([c.law for c in kept], generic), space.D)
-    named = sparse_rank(jac[[k for k, c in enumerate(kept) if c.status == "exact"]], space.D)
+    # one sparse matrix of the kept laws' unit gradients (12 bytes an entry; matrix laws as whole blocks),
+    # its exact rows ranked first
+    ranks = LawRanks([c.law for c in kept], generic, space.D)
+    named = ranks.rank(np.array([c.status == "exact" for c in kept], dtype=bool))
     try:
-        approximate = sparse_rank(jac, space.D) - named
+        approximate = ranks.rank() - named
     except GroupTooLarge as exc:  # approximate laws can chain whole blocks together (BatchNorm ResNets)
         approximate = None
         findings.notes.append(f"approximate_laws not computed: {exc} (a dense block over 1 GiB)")
-    del jac
+    del ranks
     lie_laws = numeric_seconds = gap = check = None
     if numeric or (numeric is None and space.D <= NUMERIC_MAX_D):
         t0 = time.perf_counter()
@@ -302,21 +305,6 @@ def verification_points(fields, draws: Sequence[tuple[torch.Tensor, Any]], batch
         for t, ps in draws:
             rows = fields.rows(t, ps)
             yield t, rows if isinstance(rows, torch.Tensor) else bar.wrap(rows)
-
-
-class LawGradients(Sequence):
-    """The sparse gradients (support, values) of ``laws`` at ``theta``, computed when read (never all held)."""
-
-    def __init__(self, laws: Sequence, theta: torch.Tensor) -> None:
-        self.laws, self.theta = laws, theta
-
-    def __len__(self) -> int:
-        return len(self.laws)
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        return self.laws[k].sparse_grad(self.theta)
 
 
 def unknown_modules(analysis: ModelAnalysis, registry: HandlerRegistry, findings: Findings) -> None:

@@ -4,8 +4,8 @@ a 100M-parameter GPT-2 < 5 min and < 8 GB, on a 2-core machine).
 Each model runs in its own process (its peak RSS is its own). Models are built from configs with
 random init, no download: torchvision resnet18 / resnet50 (through conslaw.vision's shim) at 32x32
 inputs (batch 2), and a GPT-2 config of about 100M parameters (12 layers, 768 wide, vocabulary
-8192, 64 positions; sequence 16, batch 2) with next-token cross-entropy; ``gpt2-1layer`` (not in the
-default list) is the same config with one layer (13.4M parameters), to see how the cost grows per layer.
+16384, 64 positions: 97.7M; sequence 16, batch 2) with next-token cross-entropy; ``gpt2-1layer`` (not in the
+default list) is the same config with one layer (19.7M parameters), to see how the cost grows per layer.
 
 Usage: python benchmarks/find_laws_scale.py [--models resnet18,resnet50,gpt2-100m] [--json OUT] [--max-rss-gb 12]
 
@@ -45,11 +45,11 @@ def one_model(which: str) -> dict:
         import_torchvision()  # transformers imports torchvision: the CPU-torch shim first
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        config = GPT2Config(n_layer=1 if which == "gpt2-1layer" else 12, n_embd=768, n_head=12, vocab_size=8192,
+        config = GPT2Config(n_layer=1 if which == "gpt2-1layer" else 12, n_embd=768, n_head=12, vocab_size=16384,
                             n_positions=64, attn_implementation="eager")
         model = GPT2LMHeadModel(config)
         ids = torch.randint(0, config.vocab_size, (2, 16))
-        batch, loss = {"input_ids": ids, "labels": ids}, "cross_entropy"
+        batch, loss = {"input_ids": ids}, "next_token"
     params = sum(p.numel() for p in model.parameters())
     start, cpu = time.perf_counter(), os.times()
     result = find_laws(model, batch, loss, numeric=False)

@@ -14,7 +14,7 @@ from conslaw.nn import find_laws
 from conslaw.nn.analysis import analyse
 from conslaw.nn.find import collect, verification_draws, verification_points
 from conslaw.nn.registry import HandlerRegistry
-from conslaw.rank import GroupTooLarge, sparse_rank, sparse_rows
+from conslaw.rank import GroupTooLarge, merge_private_columns, sparse_rank, sparse_rows
 
 
 def _random_laws(D: int, n: int, seed: int) -> list[QuadraticLaw]:
@@ -60,6 +60,31 @@ def test_sparse_rows_normalises_and_row_subsets_rank_as_their_rows():
     subset = [0, 1, 2, 5]
     assert sparse_rank(jac[subset], 40) == np.linalg.matrix_rank(dense[subset]) == 3
     assert sparse_rank(jac[[]], 40) == 0 and sparse_rank([], 40) == 0
+
+
+def test_private_columns_merge_into_one_per_row_with_the_same_gram_matrix():
+    # summed-embedding-like rows: each owns a wide private block (a column of the token embedding) and shares a few
+    # columns with the others; row 4 is a combination of rows 0 and 1 on the shared columns only (rank 5 of 6)
+    rng = np.random.default_rng(5)
+    dense = np.zeros((6, 6 * 200 + 12))
+    for r in range(6):
+        dense[r, 12 + 200 * r: 12 + 200 * (r + 1)] = rng.standard_normal(200)
+        dense[r, :12] = rng.standard_normal(12) * (rng.random(12) < 0.6)
+    dense[4] = 0.0
+    dense[4, :12] = dense[0, :12] + dense[1, :12]
+    dense[5, 12:] = 0.0  # a row with no private column keeps its shared columns only
+    import scipy.sparse as sp
+
+    merged = merge_private_columns(sp.csr_matrix(dense))
+    touched = (dense != 0).sum(axis=0)
+    owners = ((dense != 0) & (touched == 1)).any(axis=1)
+    assert merged.shape[1] == np.count_nonzero(touched >= 2) + np.count_nonzero(owners) < 20
+    np.testing.assert_allclose((merged @ merged.T).toarray(), dense @ dense.T, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.svd(merged.toarray(), compute_uv=False),
+                               np.linalg.svd(dense, compute_uv=False), rtol=1e-12, atol=1e-12)
+    rows = [(torch.as_tensor(np.flatnonzero(r)), torch.as_tensor(r[np.flatnonzero(r)])) for r in dense]
+    # too wide for the dense block unless merged (6 x 1 212 > 6 x 40 doubles)
+    assert sparse_rank(rows, dense.shape[1], max_dense_bytes=8 * 6 * 40) == np.linalg.matrix_rank(dense) == 6
 
 
 def test_a_group_too_wide_is_refused_before_any_dense_svd(monkeypatch):

@@ -72,7 +72,7 @@ def test_block_residuals_equal_law_residual_entry_by_entry():
     theta = _theta(space, 1)
     fields = torch.randn(3, space.D, generator=torch.Generator().manual_seed(2), dtype=DTYPE)
     fields[0, space.slice("q.weight")] = 0.0  # a field with no share on part of the supports: the floor applies
-    laws = [linear_law("sum other", [unit_slot(space, "other", 0, slice(0, 5))])] + _qk(space)
+    laws = [linear_law("sum other", [unit_slot(space, "other", 0, slice(0, 5))]), *_qk(space)]
     got = batched_residuals(laws, fields, theta)
     want = np.array([law_residual(law, fields, theta) for law in laws])
     assert np.allclose(got, want, rtol=1e-12, atol=1e-15)
@@ -100,7 +100,7 @@ def test_rank_of_blocks_with_plain_laws_equals_the_dense_rank():
         laws = entries + extra
         want = _dense_rank(explicit + extra, theta)
         assert LawRanks(laws, theta, space.D).rank() == want, [law.name for law in extra]
-    assert LawRanks(entries + [trace], theta, space.D).rank() == 10  # the trace adds nothing
+    assert LawRanks([*entries, trace], theta, space.D).rank() == 10  # the trace adds nothing
 
 
 def test_rank_deficient_block_and_partial_selection():

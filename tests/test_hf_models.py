@@ -178,3 +178,22 @@ def test_t5_unnamed_laws_are_relative_position_bias_laws():
                 rows = {b for b in range(p.shape[0]) if p.grad[b].abs().max() == 0}
                 zero_rows[name] = zero_rows.get(name, rows) & rows
     assert sorted(len(rows) for rows in zero_rows.values()) == [1, 1]  # one unused bucket per stack, every batch
+
+
+@pytest.mark.parametrize(("num_labels", "float_labels", "softmax"), [(3, False, True), (1, False, False),
+                                                                      (3, True, False)])
+def test_the_model_loss_is_a_softmax_only_for_single_label_classification(num_labels, float_labels, softmax):
+    """HF's rule: num_labels == 1 is a regression (MSE), float labels are multi-label (BCE): no Prop 3.11 laws."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.BertConfig(
+            num_hidden_layers=1, num_attention_heads=2, hidden_size=8, intermediate_size=16, vocab_size=16,
+            max_position_embeddings=8, num_labels=num_labels)).eval()
+    batch = _batch()
+    labels = (torch.rand(2, num_labels) if float_labels else torch.tensor([0, 1]) % num_labels)
+    if num_labels == 1:
+        labels = torch.randn(2)
+    found = conslaw.find_laws(model, {**batch, "labels": labels}, "model", numeric=False)
+    classifier = [c for c in found.laws if c.family == "translation" and c.law.params[0].startswith("classifier")]
+    assert len(classifier) == (9 if softmax else 0)  # Prop 3.11: 8 inputs + the bias, for a softmax only
+    assert not [c for c in found.laws if c.status == "failed"]

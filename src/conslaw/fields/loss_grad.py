@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from ..errors import ConslawError
 from ..params import ParamSpace
 from .base import FieldSource
 from .inputs import gaussian_inputs
-from .losses import BUILTIN_LOSSES, IGNORE_INDEX, Loss, resolve_loss
+from .losses import BUILTIN_LOSSES, IGNORE_INDEX, Loss, model_loss_is_softmax, resolve_loss
 from .model_io import ModelInputs, input_vocab, keep_float64, model_output, returned_loss
 
 #: the names of the built-in losses (:data:`conslaw.fields.losses.BUILTIN_LOSSES`)
@@ -82,6 +83,8 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
                                f"example batch; got {_keys(example_input)}",
                                "add labels to the batch dict (a causal LM: labels = input_ids), or use the loss "
                                "next_token / cross_entropy")
+        if self.loss_fn.from_model and self.loss_fn.softmax and not model_loss_is_softmax(model, example_input):
+            self.loss_fn = replace(self.loss_fn, softmax=False)  # a regression / multi-label head: no Prop 3.11
         #: structured inputs (tuple or dict), None for a tensor
         self.inputs = None if isinstance(example_input, torch.Tensor) else ModelInputs(model, example_input)
         self.integer_input = self.inputs is None and not torch.is_floating_point(example_input)
@@ -180,9 +183,18 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
 
         Not with respect to theta itself: the backward of each slice of theta would fill a length-D
         zero vector, one per parameter (O(number of parameters x D) memory traffic)."""
-        params = {n: v.detach().clone().requires_grad_(True) for n, v in self.space.unflatten(theta).items()}
+        # views of theta as leaves (no copy: theta is not written to), each with its .grad a view of the output:
+        # backward accumulates into it in place, so only one parameter's gradient is ever held besides the output
+        out = torch.zeros_like(theta)
+        params = {}
+        for n, v in self.space.unflatten(theta).items():
+            leaf = v.detach().requires_grad_(True)
+            leaf.grad = out[self.space.slice(n)].view(v.shape)
+            params[n] = leaf
         x, y = p
-        grads = torch.autograd.grad(self.loss_fn.fn(self._forward(params, x), y), list(params.values()),
-                                    allow_unused=True)
-        return torch.cat([torch.zeros(v.numel(), dtype=v.dtype) if g is None else g.reshape(-1)
-                          for v, g in zip(params.values(), grads, strict=True)])
+        self.loss_fn.fn(self._forward(params, x), y).backward()
+        if any(leaf.grad is None or leaf.grad.data_ptr() != out[self.space.slice(n)].data_ptr()
+               for n, leaf in params.items()):  # never seen; kept so that a torch change cannot go unnoticed
+            return torch.cat([leaf.grad.reshape(-1) if leaf.grad is not None else torch.zeros(leaf.numel(),
+                              dtype=theta.dtype) for leaf in params.values()])
+        return out

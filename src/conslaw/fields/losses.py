@@ -26,8 +26,9 @@ output; pass a :class:`Loss` to draw other targets (``class_targets``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,28 @@ BUILTIN_LOSSES: dict[str, Loss] = {
                        masked=True),
     "model": Loss("model", model_loss, no_targets, _check_model, softmax=True, from_model=True),
 }
+
+
+def model_loss_is_softmax(model: torch.nn.Module, example: Any) -> bool:
+    """Whether the loss a model returns is a softmax cross-entropy over its output (``softmax`` of the ``model``
+    loss), by the rule of Hugging Face's ``*ForSequenceClassification.forward``: ``config.problem_type``
+    ``regression`` (MSE) and ``multi_label_classification`` (BCE with logits) are not; unset, one label
+    (``num_labels == 1``) is a regression and float labels are multi-label. Language-model and other heads are
+    a cross-entropy (True), as are models without a config.
+
+    Args:
+        model: the model.
+        example: its example batch (a dict carrying ``labels``).
+    """
+    config = getattr(model, "config", None)
+    problem = getattr(config, "problem_type", None)
+    if problem in ("regression", "multi_label_classification"):
+        return False
+    if problem is None and type(model).__name__.endswith("ForSequenceClassification"):
+        labels = example.get("labels") if isinstance(example, Mapping) else None
+        if getattr(config, "num_labels", None) == 1 or (labels is not None and torch.is_floating_point(labels)):
+            return False
+    return True
 
 
 def resolve_loss(loss: str | Loss | Callable) -> Loss:

@@ -75,11 +75,12 @@ def linear_law(name: str, slots: Sequence[Slot], minus: Sequence[Slot] = (), **s
     slots, minus = list(slots), list(minus)
     formula = " + ".join(f"sum({s.text})" for s in slots) + "".join(f" - sum({s.text})" for s in minus)
     index = torch.cat([s.index for s in slots + minus])
-    signs = torch.cat([torch.full((s.index.numel(),), 1.0 if k < len(slots) else -1.0, dtype=DTYPE)
+    signs = torch.cat([torch.full((s.index.numel(),), 1 if k < len(slots) else -1, dtype=torch.int8)
                        for k, s in enumerate(slots + minus)])
     empty = torch.zeros(0, dtype=torch.long)
+    index, order = torch.sort(index)  # sorted: the index tensor is the law's support (no cache at verification)
     return QuadraticLaw.from_tensors(name, formula, _params(slots + minus), empty, empty, torch.zeros(0, dtype=DTYPE),
-                                     index, signs, **structure)
+                                     index, signs[order], **structure)
 
 
 def coordinate_law(space: ParamSpace, name: str, k: int, why: str = "", **structure) -> QuadraticLaw:

@@ -48,6 +48,8 @@ def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: lis
     parts = [":"] * idx.dim()
     parts[axis] = label
     text = f"{name}[{','.join(parts)}]" if idx.dim() > 1 else f"{name}[{label}]"
-    # a copy: a view would keep the whole index tensor alive
-    return Slot(name, sel.reshape(-1).clone(), text, axis, units)
+    # a copy (a view would keep the whole index tensor alive), as int32 when every index fits: the laws of a
+    # 100M-parameter model hold ~10^8 indices
+    index = sel.reshape(-1).to(torch.int32 if space.D < 2**31 else torch.long, copy=True)
+    return Slot(name, index, text, axis, units)
 

@@ -106,6 +106,10 @@ def batched_residuals(laws: Sequence[Law], rows, theta: torch.Tensor, chunk_entr
     else:
         block, filled = None, 0
         for chi in rows:  # buffered into blocks of fields within FIELD_BUFFER_BYTES: chunk gradients once per block
+            if chi.numel() * chi.element_size() > FIELD_BUFFER_BYTES // 2:  # one field a block: no copy
+                consume(chi.reshape(1, -1))
+                del chi
+                continue
             if block is None:
                 block = torch.empty(max(1, int(FIELD_BUFFER_BYTES // (chi.numel() * chi.element_size()))),
                                     chi.numel(), dtype=chi.dtype)

@@ -235,4 +235,18 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, los
         graph, graph_notes = build_graph(work, example, (registry or HandlerRegistry.default()).leaf_types(),
                                           front_end)
         notes += graph_notes
-    return ModelAnalysis(work, example, fields, fields.theta(), large, graph, notes)
+    theta = fields.theta()
+    if large:
+        share_storage(work, fields.space, theta)
+    return ModelAnalysis(work, example, fields, theta, large, graph, notes)
+
+
+def share_storage(work: nn.Module, space, theta: torch.Tensor) -> None:
+    """Make the analysis copy's parameters views of theta: one float64 copy of the parameters, not two.
+
+    Nothing writes to either (the fields run on thetas passed in, perturbed points are new tensors), so the
+    copy's parameters keep their values; a large model saves D floats (0.8 GB at 100M parameters).
+    """
+    with torch.no_grad():
+        for name, view in space.unflatten(theta).items():
+            work.get_parameter(name).data = view

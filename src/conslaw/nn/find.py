@@ -243,6 +243,7 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     batches = min(batches, 4) if analysis.large else batches
     loss = analysis.fields.loss  # the loss's name (a callable's __name__)
     findings = collect(analysis, loss, registry)
+    analysis.space.drop_index_cache()  # the laws hold their own indices
     findings.notes[:0] = analysis.notes
     fields, space, theta = analysis.fields, analysis.space, analysis.theta
     analysis.graph = None  # the traced graph is done with: free it before the fields
@@ -251,6 +252,7 @@ def _find_laws(model, example_input, loss, batches, seed, numeric, name, registr
     checked, note = recheck_eps(checked, analysis.model, fields, draws)  # one point's fields at a time
     if note is not None:
         findings.notes.append(note)
+    del draws  # the moved theta (D floats): freed before the generic point below
     # ranks and the count at a generic point near theta (see below)
     generic = perturbed(space, theta, torch.Generator().manual_seed(seed + 1), COUNT_PERTURBATION)
     kept = [c for c in checked if c.status in ("exact", "approximate")]

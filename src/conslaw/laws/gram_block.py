@@ -119,6 +119,9 @@ class GramEntryLaw(QuadraticLaw):
     and gradient are computed from the block when read (nothing per entry is stored but its name and position).
     """
 
+    block: GramBlock
+    pair: tuple[int, int]
+
     def __init__(self, block: GramBlock, i: int, j: int, name: str, structure: dict) -> None:
         # the dataclass fields that are not properties here (formula, value_fn, grad_fn, quad and lin are)
         values = {"name": name, "params": block.params, "origin": "closed-form", "latex": "", "family": None,
@@ -134,27 +137,27 @@ class GramEntryLaw(QuadraticLaw):
         object.__setattr__(self, "pair", (i, j))
 
     @property
-    def formula(self) -> str:  # type: ignore[override]
+    def formula(self) -> str:
         """The entry's formula (made when read)."""
         return self.block.formula(*self.pair)
 
     @property
-    def value_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:  # type: ignore[override]
+    def value_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """theta -> h_ij(theta)."""
         return partial(self.block.value, *self.pair)
 
     @property
-    def grad_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:  # type: ignore[override]
+    def grad_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """theta -> the dense gradient of h_ij."""
         return partial(self.block.grad, *self.pair)
 
     @property
-    def quad(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def quad(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(first indices, second indices, coefficients) of the entry's terms."""
         return self.block.quad(*self.pair)
 
     @property
-    def lin(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def lin(self) -> tuple[torch.Tensor, torch.Tensor]:
         """No linear terms."""
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=DTYPE)
 

@@ -128,7 +128,8 @@ def batched_residuals(laws: Sequence[Law], rows, theta: torch.Tensor, chunk_entr
 def split_block_entries(laws: Sequence[Law]) -> tuple[np.ndarray, dict]:
     """Positions of the plain laws, and per :class:`~.gram_block.GramBlock` (positions, rows i, rows j) of its
     entries among ``laws``."""
-    plain, blocks = [], {}
+    plain: list[int] = []
+    blocks: dict[GramBlock, tuple[list, list, list]] = {}
     for k, law in enumerate(laws):
         block = getattr(law, "block", None)
         if isinstance(block, GramBlock):

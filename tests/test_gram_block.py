@@ -126,3 +126,13 @@ def test_blocks_sharing_coordinates_are_ranked_explicitly():
                           [[unit_slot(space, "o.weight", 1, a)] for a in range(4)], range(4))
     laws = first + again + vo
     assert LawRanks(laws, theta, space.D).rank() == _dense_rank(laws, theta) == 20
+
+
+def test_a_repeated_entry_does_not_make_a_block_whole():
+    # entries (0,0), (0,0), (0,1): (1,1) is missing, so the block must not be ranked as its full span (3)
+    space = ParamSpace({"a": (2, 2), "b": (2, 1)})
+    theta = _theta(space, 6)
+    laws = gram_matrix_laws(lambda i, j: f"[{i},{j}]", [[unit_slot(space, "a", 0, i)] for i in range(2)],
+                            [[unit_slot(space, "b", 0, i)] for i in range(2)], range(2))
+    chosen = [laws[0], laws[0], laws[1]]
+    assert LawRanks(chosen, theta, space.D).rank() == _dense_rank(chosen, theta) == 2

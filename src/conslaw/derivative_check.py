@@ -42,9 +42,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.func import vmap
 from torch.utils._pytree import tree_map
 
+from .batching import vmap_or_loop
 from .errors import ConslawError
 from .fields import FieldSource
 from .lie import bracket_value
@@ -88,7 +88,7 @@ class DerivativeCheck:
 
 
 def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: float, ps: tuple,
-                     center: bool = False):
+                     center: bool = False, source=None):
     """Row i: D fn(theta; ps_i) directions_i by a central difference of displacement ``length`` along directions_i.
 
     ``fn(t, *p)`` is evaluated at the 2 n points theta +- h_i directions_i in one ``vmap``; a zero
@@ -101,7 +101,7 @@ def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: 
     blocks = [theta + h * directions, theta - h * directions] + ([theta.expand_as(directions)] if center else [])
     points = torch.cat(blocks)
     repeated = [tree_map(lambda t: torch.cat([t] * len(blocks)), p) for p in ps]
-    out = vmap(fn, in_dims=(0,) + (0,) * len(ps))(points, *repeated)
+    out = vmap_or_loop(fn, source)(points, *repeated)
     values = out[0] if center else out
     n = directions.shape[0]
     derivative = torch.where(norms.unsqueeze(1) > 0, (values[:n] - values[n:2 * n]) / (2 * h),
@@ -146,14 +146,14 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
             batched, values, scales = exemplars[level]
         else:
             batched = [source.sample(samples, generator) for _ in range(level)]
-            values, scales = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)(*batched)
+            values, scales = vmap_or_loop(lambda *p: bracket_value(source, theta, p), source)(*batched)
         first, rest = batched[0], batched[1:]
-        x = vmap(lambda p: source.field(theta, p))(first)
+        x = vmap_or_loop(lambda p: source.field(theta, p), source)(first)
         # [X, Y] = DY X - DX Y, both directional derivatives by central differences of the lower-order values;
         # Y itself (and its scale) comes from the same vmap as its difference quotient along X
         dy_x, (y, y_scales) = _central_batched(lambda t, *p: bracket_value(source, t, p), theta, x, length,
-                                               tuple(rest), center=True)
-        fd = dy_x - _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,))
+                                               tuple(rest), center=True, source=source)
+        fd = dy_x - _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,), source=source)
         errors = []
         for i in range(values.shape[0]):
             if level > 2 and float(y[i].norm()) < CANCELLED * float(y_scales[i]):

@@ -30,10 +30,11 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch.func import jvp, vmap
+from torch.func import jvp
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
+from .batching import vmap_or_loop
 from .errors import ConslawError
 from .fields import FieldSource
 from .rank import DEFAULT_RTOL, GAP_WARNING, check_rtol, rank_from_singular_values, spectral_gap
@@ -117,7 +118,7 @@ def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int
     derivative check can test the engine's own brackets without recomputing them.
     """
     ps = [source.sample(n, generator) for _ in range(level)]
-    fn = vmap(lambda *p: bracket_value(source, theta, p), in_dims=(0,) * level)
+    fn = vmap_or_loop(lambda *p: bracket_value(source, theta, p), source)  # a loop for MoE routing
     rows = []
     for start in range(0, n, batch):
         chunk = [tree_map(lambda t, s=start: t[s:s + batch], p) for p in ps]

@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
+from ..batching import vmap_or_loop
 from ..composite import composite_ops
 from ..errors import ConslawError
 from ..params import ParamSpace
@@ -174,9 +175,13 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
     def rows(self, theta: torch.Tensor, ps: Any) -> torch.Tensor | Iterator[torch.Tensor]:
         """The fields of :meth:`evaluate`: an (n, D) tensor (vmap) up to ``VMAP_MAX_D`` parameters, else a generator
         of length-D fields computed one at a time by plain autograd (a large model then holds one field, not n)."""
-        if self.space.D <= VMAP_MAX_D:
-            return vmap(self.field, in_dims=(None, 0))(theta, ps)
-        return (self._autograd_field(theta, tree_map(lambda a, k=k: a[k], ps)) for k in range(ps[1].shape[0]))
+        if self.space.D > VMAP_MAX_D:
+            return (self._autograd_field(theta, tree_map(lambda a, k=k: a[k], ps)) for k in range(ps[1].shape[0]))
+        return vmap_or_loop(self.field_at(theta), self)(ps)  # a loop when a MoE block routes on values
+
+    def field_at(self, theta: torch.Tensor) -> Callable[[Any], torch.Tensor]:
+        """p -> the field of draw p at theta."""
+        return lambda p: self.field(theta, p)
 
     def _autograd_field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """grad L_Z(theta) by plain autograd with respect to each parameter's own leaf, then concatenated.

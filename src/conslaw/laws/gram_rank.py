@@ -61,14 +61,17 @@ class LawRanks:
         """Number of independent laws among ``selected`` (a boolean mask over the laws; all when None).
 
         A block enters whole when every one of its entries is selected; its selected entries enter as sparse
-        rows otherwise.
+        rows otherwise. ``rtol`` is the threshold of :func:`conslaw.rank.sparse_rank`; the rows of a component
+        that meets a block are ranked at max(rtol, :data:`GRAM_RTOL`) (through their Gram matrix).
         """
         mask = np.ones(len(self.laws), dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
         rows = self.jac[np.flatnonzero(mask[self.plain])]
         whole, loose = [], []
-        for block, (where, _, _) in self.blocks.items():
+        for block, (where, ii, jj) in self.blocks.items():
             chosen = mask[where]
-            if chosen.all() and where.size == block.size * (block.size + 1) // 2:
+            distinct = len(set(zip(ii[torch.from_numpy(chosen)].tolist(), jj[torch.from_numpy(chosen)].tolist(),
+                                   strict=True)))
+            if chosen.all() and distinct == block.size * (block.size + 1) // 2:
                 whole.append(block)
             else:
                 loose += [self.laws[k] for k in where[chosen]]
@@ -198,7 +201,7 @@ def mixed_rank(rows: sp.csr_matrix, blocks: Sequence[GramBlock], theta: torch.Te
                                      rtol)
             gram[np.ix_(f_rows, f_rows)] -= f @ f.T
         eig = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(0)
-        total += rank_from_singular_values(eig, GRAM_RTOL, reference=1.0).rank
+        total += rank_from_singular_values(eig, max(rtol, GRAM_RTOL), reference=1.0).rank
     return total
 
 

@@ -25,6 +25,11 @@ class Slot:
     units: tuple[int, ...] = ()
 
 
+def index_dtype(space: ParamSpace) -> torch.dtype:
+    """int32 when every flat index of ``space`` fits (half the memory of the laws' index tensors), else int64."""
+    return torch.int32 if space.D < 2**31 else torch.long
+
+
 def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: list[int] | None = None) -> Slot:
     """Entries of parameter ``name`` with index k (a unit, or a slice of units, or ``cols``) along ``axis``.
 
@@ -50,6 +55,6 @@ def unit_slot(space: ParamSpace, name: str, axis: int, k: int | slice, cols: lis
     text = f"{name}[{','.join(parts)}]" if idx.dim() > 1 else f"{name}[{label}]"
     # a copy (a view would keep the whole index tensor alive), as int32 when every index fits: the laws of a
     # 100M-parameter model hold ~10^8 indices
-    index = sel.reshape(-1).to(torch.int32 if space.D < 2**31 else torch.long, copy=True)
+    index = sel.reshape(-1).to(index_dtype(space), copy=True)
     return Slot(name, index, text, axis, units)
 

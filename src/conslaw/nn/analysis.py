@@ -232,7 +232,7 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple | Mapping, los
     notes = [] if fields.inputs is None else [f"inputs: {fields.inputs.describe()}"]
     graph = None
     if traced:
-        graph, graph_notes = build_graph(work, example, (registry or HandlerRegistry.default()).leaf_types(),
+        graph, graph_notes = build_graph(work, example, (registry or HandlerRegistry.default()).leaf_types(work),
                                           front_end)
         notes += graph_notes
     theta = fields.theta()

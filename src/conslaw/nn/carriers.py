@@ -4,7 +4,7 @@ A *carrier* is a node whose output units each own incoming parameters (Linear
 row k and bias k, Conv filter k and bias k, the affine gamma_k, beta_k of a
 normalization or the weight of an RMSNorm, a handler leaf's output, an embedding column, a parameter used
 directly); a *consumer* is a linear module that reads units through its
-columns (Linear, ungrouped Conv, the input projections of attention).
+columns (Linear, ungrouped Conv, the input projections of attention, the router and experts of a MoE block).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 from ..laws import Slot, unit_slot
 from ..params import ParamSpace
 from .attention import MHALayout, incoming_rows
+from .moe_layout import is_sparse_moe
 from .norms import has_weight, is_layernorm2d, is_rmsnorm, rms_units
 from .ops import BATCHNORM, CONV
 from .projections import is_conv1d, projection
@@ -97,6 +98,9 @@ def consumer_slots(graph: Graph, node: fx.Node, space: ParamSpace, cols: list[in
         return [unit_slot(space, f"{name}.weight", 1, 0, cols=cols)]
     if is_conv1d(m):  # weight (in, out): input feature c is row c
         return [unit_slot(space, f"{name}.weight", 0, 0, cols=cols)]
+    if is_sparse_moe(m):  # the router and every expert's gate/up projection read input feature c linearly
+        return [unit_slot(space, f"{name}.experts.gate_up_proj", 2, 0, cols=cols),
+                unit_slot(space, f"{name}.gate.weight", 1, 0, cols=cols)]
     if isinstance(m, nn.MultiheadAttention):
         if node.args[:3] and not (node.args[0] is node.args[1] is node.args[2]):
             return None

@@ -327,8 +327,14 @@ def export_graph(model: nn.Module, args: tuple, kwargs: dict, leaf_types: tuple[
 
     try:
         with torch.no_grad(), keep_float64():
-            reference = model(*args, **kwargs)
-            ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
+            reference, same_shape = _reference_run(model, args, kwargs, leaf_types)
+            try:
+                ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
+            except Exception:
+                if not same_shape:
+                    raise
+                with opaque_leaves(same_shape):  # data-dependent handler leaves (MoE routing) as one op each
+                    ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
     except Exception as exc:
         raise ConslawError(f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: "
                            f"{exc}".splitlines()[0][:500],
@@ -360,6 +366,66 @@ def export_graph(model: nn.Module, args: tuple, kwargs: dict, leaf_types: tuple[
                      + ", ".join(f"{a} = {c}" for a, c in tied.items()))
     return Graph(module=model, gm=gm, nodes=list(gm.graph.nodes), aliases=builder.aliases, front_end="torch.export",
                  notes=notes)
+
+
+def _reference_run(model: nn.Module, args: tuple, kwargs: dict, leaf_types: tuple[type, ...]):
+    """The model's output on the example, and its handler-leaf modules called with one tensor that they return
+    in the same shape (those that :func:`opaque_leaves` may stand in for)."""
+    candidates = [m for m in model.modules() if m is not model and leaf_types and isinstance(m, leaf_types)]
+    seen: dict[int, bool] = {}
+
+    def hook(m, inputs, output):
+        ok = (len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor)
+              and output.shape == inputs[0].shape)
+        seen[id(m)] = seen.get(id(m), True) and ok
+
+    handles = [m.register_forward_hook(hook) for m in candidates]
+    try:
+        reference = model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return reference, [m for m in candidates if seen.get(id(m))]
+
+
+#: modules run by the opaque op below, by key (only while :func:`opaque_leaves` is active)
+_OPAQUE: dict[int, nn.Module] = {}
+
+
+@torch.library.custom_op("conslaw::opaque_leaf", mutates_args=())
+def _opaque_leaf(x: torch.Tensor, key: int) -> torch.Tensor:
+    """The module of ``key`` on x (its real forward), as one op that export does not enter."""
+    out = type(_OPAQUE[key]).forward(_OPAQUE[key], x)
+    return out.clone() if out.data_ptr() == x.data_ptr() else out
+
+
+@_opaque_leaf.register_fake
+def _opaque_leaf_fake(x: torch.Tensor, key: int) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _opaque_forward(key: int):
+    """The forward that stands in for module ``key``: one opaque op."""
+    return lambda x: torch.ops.conslaw.opaque_leaf(x, key)
+
+
+class opaque_leaves:
+    """While active, each module's forward is one ``conslaw::opaque_leaf`` op (output shaped like the input):
+    torch.export records the call (under the module, so the builder collapses it into a call_module node)
+    without tracing the data-dependent control flow inside (a MoE block's routing)."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = modules
+
+    def __enter__(self) -> None:
+        for m in self.modules:
+            _OPAQUE[id(m)] = m
+            m.forward = _opaque_forward(id(m))  # type: ignore[method-assign]
+
+    def __exit__(self, *exc) -> None:
+        for m in self.modules:
+            del m.forward
+            _OPAQUE.pop(id(m), None)
 
 
 def _check(gm: fx.GraphModule, builder: _Builder, args: tuple, kwargs: dict, target: torch.Tensor,

@@ -73,11 +73,18 @@ class HandlerRegistry:
         for cls in type(module).__mro__:
             if cls in self._handlers:
                 return self._handlers[cls]
-        return None
+        from .moe import SPARSE_MOE_HANDLER  # blocks recognised by their layout, any class
+        from .moe_layout import is_sparse_moe
 
-    def leaf_types(self) -> tuple[type, ...]:
-        """The registered classes (treated as leaves by the tracer)."""
-        return tuple(self._handlers)
+        return SPARSE_MOE_HANDLER if is_sparse_moe(module) else None
+
+    def leaf_types(self, model: nn.Module | None = None) -> tuple[type, ...]:
+        """The registered classes (treated as leaves by the tracer), and the classes of ``model``'s modules that a
+        handler recognises by their layout (sparse MoE blocks)."""
+        from .moe_layout import is_sparse_moe
+
+        found = [] if model is None else [type(m) for m in model.modules() if is_sparse_moe(m)]
+        return tuple(dict.fromkeys([*self._handlers, *found]))
 
 
 DEFAULT_REGISTRY = HandlerRegistry({

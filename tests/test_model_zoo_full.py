@@ -56,7 +56,8 @@ def test_convnext_tiny():
     assert found.named_laws == 15_524 and found.approximate_laws == 19
 
 
-@pytest.mark.heavy  # ~4-5 min, ~9.7 GB: pytest -m heavy
+@pytest.mark.slow
+@pytest.mark.heavy  # ~3-5 min, ~9.7 GB: pytest -m heavy (not in CI)
 def test_vit_b_16_at_32_pixels():
     found = _run(lambda m: m.vit_b_16(image_size=32, num_classes=10))
     # 12 layers x 12 heads x 2 matrix laws x 64 * 65 / 2 entries

@@ -143,12 +143,17 @@ BUILTIN_LOSSES: dict[str, Loss] = {
 }
 
 
+#: Hugging Face heads whose returned loss follows the problem_type rule (regression / single / multi-label)
+CLASSIFICATION_HEADS = ("ForSequenceClassification", "ForImageClassification", "ForAudioClassification")
+
+
 def model_loss_is_softmax(model: torch.nn.Module, example: Any) -> bool:
-    """Whether the loss a model returns is a softmax cross-entropy over its output (``softmax`` of the ``model``
-    loss), by the rule of Hugging Face's ``*ForSequenceClassification.forward``: ``config.problem_type``
-    ``regression`` (MSE) and ``multi_label_classification`` (BCE with logits) are not; unset, one label
-    (``num_labels == 1``) is a regression and float labels are multi-label. Language-model and other heads are
-    a cross-entropy (True), as are models without a config.
+    """Whether the loss a model returns is a softmax cross-entropy over its output (``softmax`` of the
+    ``model`` loss), by the rule of Hugging Face's ``*ForSequenceClassification.forward`` (image and audio
+    classification heads alike): ``config.problem_type`` ``regression`` (MSE) and
+    ``multi_label_classification`` (BCE with logits) are not; unset, one label (``num_labels == 1``) is a
+    regression and float labels are multi-label. Language-model and other heads are a cross-entropy (True),
+    as are models without a config.
 
     Args:
         model: the model.
@@ -158,7 +163,7 @@ def model_loss_is_softmax(model: torch.nn.Module, example: Any) -> bool:
     problem = getattr(config, "problem_type", None)
     if problem in ("regression", "multi_label_classification"):
         return False
-    if problem is None and type(model).__name__.endswith("ForSequenceClassification"):
+    if problem is None and type(model).__name__.endswith(CLASSIFICATION_HEADS):
         labels = example.get("labels") if isinstance(example, Mapping) else None
         if getattr(config, "num_labels", None) == 1 or (labels is not None and torch.is_floating_point(labels)):
             return False

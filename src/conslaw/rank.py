@@ -150,11 +150,11 @@ def sparse_rank(rows: Sequence[tuple[torch.Tensor, torch.Tensor]] | sp.csr_matri
             continue
         sub = merge_private_columns(jac[idx])
         if 8.0 * idx.size * sub.shape[1] <= max_dense_bytes:
-            dense_groups.append(idx)
+            dense_groups.append(sub)  # sparse until its SVD: the wide groups are ranked first
             continue
         total += wide_group_rank(sub, rtol, max_dense_bytes)
-    for idx in dense_groups:
-        dense = merge_private_columns(jac[idx]).toarray()
+    for sub in dense_groups:
+        dense = sub.toarray()
         total += rank_from_singular_values(np.linalg.svd(dense, compute_uv=False), rtol).rank
         del dense
     return total

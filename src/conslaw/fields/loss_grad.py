@@ -79,6 +79,9 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         self.loss = self.loss_fn.name
         self.batch = batch
         self.example = example_input
+        #: the model routes on values (a MoE block): vmap refuses it, fields are taken one by one
+        #: (:func:`conslaw.batching.vmap_or_loop` sets it on the first refusal)
+        self.data_dependent = False
         if self.loss_fn.from_model and not (isinstance(example_input, Mapping) and "labels" in example_input):
             raise ConslawError(f"the loss {self.loss!r} is the one the model returns, which needs 'labels' in the "
                                f"example batch; got {_keys(example_input)}",
@@ -151,10 +154,14 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
             out = functional_call(self.model, {**params, **self.buffers}, args, kwargs)
         return returned_loss(out) if self.loss_fn.from_model else model_output(out)
 
+    def _loss(self, params: dict, p: Any) -> torch.Tensor:
+        """L_Z for parameters ``params`` (name -> tensor) and one batch Z = p = (inputs, targets)."""
+        x, y = p
+        return self.loss_fn.fn(self._forward(params, x), y)
+
     def loss_value(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """L_Z(theta) for one batch Z = p = (inputs, targets)."""
-        x, y = p
-        return self.loss_fn.fn(self._forward(self.space.unflatten(theta), x), y)
+        return self._loss(self.space.unflatten(theta), p)
 
     def field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """grad L_Z(theta), differentiated per parameter tensor and concatenated.
@@ -163,8 +170,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         theta, would back-propagate into a zero length-D vector of its own (SliceBackward), and on the
         small ViT (D = 17 000, 38 tensors) filling and summing those vectors took most of the time.
         """
-        x, y = p
-        per_tensor = grad(lambda params: self.loss_fn.fn(self._forward(params, x), y))(self.space.unflatten(theta))
+        per_tensor = grad(lambda params: self._loss(params, p))(self.space.unflatten(theta))
         return self.space.flatten(per_tensor)
 
     def evaluate(self, theta: torch.Tensor, ps: Any) -> torch.Tensor:
@@ -177,11 +183,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         of length-D fields computed one at a time by plain autograd (a large model then holds one field, not n)."""
         if self.space.D > VMAP_MAX_D:
             return (self._autograd_field(theta, tree_map(lambda a, k=k: a[k], ps)) for k in range(ps[1].shape[0]))
-        return vmap_or_loop(self.field_at(theta), self)(ps)  # a loop when a MoE block routes on values
-
-    def field_at(self, theta: torch.Tensor) -> Callable[[Any], torch.Tensor]:
-        """p -> the field of draw p at theta."""
-        return lambda p: self.field(theta, p)
+        return vmap_or_loop(lambda p: self.field(theta, p), self)(ps)  # a loop when a MoE block routes on values
 
     def _autograd_field(self, theta: torch.Tensor, p: Any) -> torch.Tensor:
         """grad L_Z(theta) by plain autograd with respect to each parameter's own leaf, then concatenated.
@@ -196,8 +198,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
             leaf = v.detach().requires_grad_(True)
             leaf.grad = out[self.space.slice(n)].view(v.shape)
             params[n] = leaf
-        x, y = p
-        self.loss_fn.fn(self._forward(params, x), y).backward()
+        self._loss(params, p).backward()
         if any(leaf.grad is None or leaf.grad.data_ptr() != out[self.space.slice(n)].data_ptr()
                for n, leaf in params.items()):  # never seen; kept so that a torch change cannot go unnoticed
             return torch.cat([leaf.grad.reshape(-1) if leaf.grad is not None else torch.zeros(leaf.numel(),

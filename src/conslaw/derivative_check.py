@@ -2,18 +2,21 @@
 
 The engine evaluates a level-k right-nested bracket
 ``[X, Y](theta) = DY(theta) X(theta) - DX(theta) Y(theta)`` with X = chi_p1 and
-Y = [chi_p2, [..., chi_pk]] the level-(k-1) bracket, by forward-mode
-derivatives (``torch.func.jvp``, batched with ``vmap``) of the fields. A
-native op whose nested forward-mode derivative is wrong gives wrong brackets
-without any error (see :mod:`conslaw.composite`). This check recomputes the
-two directional derivatives by central differences of the lower-order values:
+Y = [chi_p2, [..., chi_pk]] the level-(k-1) bracket, by automatic
+derivatives of the fields batched with ``vmap``: forward mode
+(``torch.func.jvp``), and for gradient fields reverse mode through the
+symmetric Hessian (``torch.func.vjp``, see :func:`conslaw.lie.bracket_value`).
+A native op whose nested derivative is wrong gives wrong brackets without any
+error (see :mod:`conslaw.composite`). This check recomputes the two
+directional derivatives by central differences of the lower-order values X
+and Y (taken from the engine's own evaluation, :class:`conslaw.lie.Exemplars`):
 
     DY(theta) X  ~  (Y(theta + h_X X) - Y(theta - h_X X)) / (2 h_X)
     DX(theta) Y  ~  (X(theta + h_Y Y) - X(theta - h_Y Y)) / (2 h_Y)
 
-where Y is evaluated by :func:`conslaw.lie.bracket_value` (jvp at order k-1:
+where Y is evaluated by :func:`conslaw.lie.bracket_value` (at order k-1:
 the check tests the k-th derivative given the lower ones, and level k = 2
-tests the first jvp of the fields). The displacement |h_X X| = |h_Y Y| =
+tests the first derivative of the fields). The displacement |h_X X| = |h_Y Y| =
 step * |theta|_rms (the typical size of one coordinate, |theta| / sqrt(D); 1
 at theta = 0) with step = eps^(1/3) ~ 6e-6 in float64 balances the O(h^2)
 truncation error against the O(eps / h) round-off. (A displacement
@@ -22,9 +25,9 @@ not, and lets the truncation error dominate on larger models.)
 
 The relative error of one bracket is
 
-    |b_jvp - b_fd| / max(s, |b_fd|, tiny),   s = |DY X|_jvp + |DX Y|_jvp,
+    |b_engine - b_fd| / max(s, |b_fd|, tiny),   s = |DY X| + |DX Y| (engine),
 
-the size s of the two terms the bracket is the difference of (s >= |b_jvp|;
+the size s of the two terms the bracket is the difference of (s >= |b_engine|;
 it is the scale the engine divides every bracket by, so an error e here moves
 the engine's normalized row by e). A bracket that vanishes by cancellation
 therefore reads as round-off, not as 100 % error.
@@ -47,7 +50,7 @@ from torch.utils._pytree import tree_map
 from .batching import vmap_or_loop
 from .errors import ConslawError
 from .fields import FieldSource
-from .lie import bracket_value
+from .lie import bracket_terms, bracket_value
 
 #: float64 machine epsilon^(1/3): the step of a central difference
 DEFAULT_STEP = torch.finfo(torch.float64).eps ** (1 / 3)
@@ -59,7 +62,7 @@ TINY = 1e-300
 
 @dataclass
 class DerivativeCheck:
-    """Worst relative error of the jvp brackets against central differences, per level and overall.
+    """Worst relative error of the engine's brackets against central differences, per level and overall.
 
     ``levels[k]`` is None when no level-k sample could be scored (all inner brackets cancelled).
     """
@@ -87,28 +90,19 @@ class DerivativeCheck:
                 "ok": self.ok, "samples": self.samples, "step": self.step}
 
 
-def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: float, ps: tuple,
-                     center: bool = False, source=None):
+def _central_batched(fn, theta: torch.Tensor, directions: torch.Tensor, length: float, ps: tuple, source=None):
     """Row i: D fn(theta; ps_i) directions_i by a central difference of displacement ``length`` along directions_i.
 
     ``fn(t, *p)`` is evaluated at the 2 n points theta +- h_i directions_i in one ``vmap``; a zero
-    direction gives a zero derivative. ``center``: ``fn`` returns a tuple whose first element is
-    differentiated, it is also evaluated at theta itself in the same ``vmap``, and the result is
-    ``(derivative, fn(theta; ps) batched)``.
+    direction gives a zero derivative.
     """
     norms = directions.norm(dim=1)
     h = torch.where(norms > 0, length / norms.clamp_min(TINY), torch.ones_like(norms)).unsqueeze(1)
-    blocks = [theta + h * directions, theta - h * directions] + ([theta.expand_as(directions)] if center else [])
-    points = torch.cat(blocks)
-    repeated = [tree_map(lambda t: torch.cat([t] * len(blocks)), p) for p in ps]
-    out = vmap_or_loop(fn, source)(points, *repeated)
-    values = out[0] if center else out
+    points = torch.cat([theta + h * directions, theta - h * directions])
+    repeated = [tree_map(lambda t: torch.cat([t, t]), p) for p in ps]
+    values = vmap_or_loop(fn, source)(points, *repeated)
     n = directions.shape[0]
-    derivative = torch.where(norms.unsqueeze(1) > 0, (values[:n] - values[n:2 * n]) / (2 * h),
-                             torch.zeros_like(values[:n]))
-    if not center:
-        return derivative
-    return derivative, tuple(o[2 * n:] for o in out)
+    return torch.where(norms.unsqueeze(1) > 0, (values[:n] - values[n:]) / (2 * h), torch.zeros_like(values[:n]))
 
 
 def _worst(errors: list[float]) -> float | None:
@@ -121,7 +115,7 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
                      threshold: float = DEFAULT_THRESHOLD, exemplars: dict | None = None) -> DerivativeCheck:
     """Compare ``samples`` random brackets at each level 2..``levels`` with central differences.
 
-    The jvp brackets are evaluated batched (``vmap``), as the engine does, and
+    The engine's brackets are evaluated batched (``vmap``), as the engine does, and
     so are the finite differences (all samples and both signs in one ``vmap``).
     ``generator`` defaults to seed 0; ``step`` to eps^(1/3) (relative to
     |theta|_rms, see the module doc). ``exemplars`` (``LieResult.exemplars``):
@@ -143,17 +137,23 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
     checked: dict[int, int] = {}
     for level in range(2, levels + 1):
         if exemplars and level in exemplars:
-            batched, values, scales = exemplars[level]
+            ex = exemplars[level]
+            batched, values, scales, x, y, y_scales = ex.args, ex.values, ex.scales, ex.x, ex.y, ex.y_scales
         else:
             batched = [source.sample(samples, generator) for _ in range(level)]
-            values, scales = vmap_or_loop(lambda *p: bracket_value(source, theta, p), source)(*batched)
+            values, scales, x, y, y_scales = vmap_or_loop(lambda *p: bracket_terms(source, theta, p),
+                                                          source)(*batched)
         first, rest = batched[0], batched[1:]
-        x = vmap_or_loop(lambda p: source.field(theta, p), source)(first)
-        # [X, Y] = DY X - DX Y, both directional derivatives by central differences of the lower-order values;
-        # Y itself (and its scale) comes from the same vmap as its difference quotient along X
-        dy_x, (y, y_scales) = _central_batched(lambda t, *p: bracket_value(source, t, p), theta, x, length,
-                                               tuple(rest), center=True, source=source)
-        fd = dy_x - _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,), source=source)
+        n = values.shape[0]
+        # [X, Y] = DY X - DX Y, both directional derivatives by central differences of the lower-order values
+        if level == 2:  # Y = chi_p2 is a field too: both quotients in one vmap
+            both = _central_batched(lambda t, p: source.field(t, p), theta, torch.cat([x, y]), length,
+                                    (tree_map(lambda a, b: torch.cat([a, b]), rest[0], first),), source=source)
+            fd = both[:n] - both[n:]
+        else:
+            fd = _central_batched(lambda t, *p: bracket_value(source, t, p)[0], theta, x, length, tuple(rest),
+                                  source=source) - \
+                _central_batched(lambda t, p: source.field(t, p), theta, y, length, (first,), source=source)
         errors = []
         for i in range(values.shape[0]):
             if level > 2 and float(y[i].norm()) < CANCELLED * float(y_scales[i]):

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch.func import jvp
+from torch.func import jvp, vjp
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
@@ -70,7 +70,7 @@ class LieResult:
     seconds: float
     basis: torch.Tensor = field(repr=False)
     warnings: list[str] = field(default_factory=list)
-    #: per level, the first brackets drawn: (arguments p1..pk, raw values, scales), for the derivative check
+    #: per level, the first brackets drawn (:class:`Exemplars`), for the derivative check
     exemplars: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -95,17 +95,52 @@ def bracket_value(source: FieldSource, theta: torch.Tensor, ps: tuple) -> tuple[
     Returns ``(value, scale)`` with scale = |DY X| + |DX Y| for the outermost
     bracket (|X| for k = 1), so that ``value / scale`` is at round-off level
     exactly when the bracket vanishes.
+
+    With X = chi_p1 and Y the inner bracket, DY X is a jvp of Y along X. DX Y
+    is a jvp of X along Y, except for gradient fields (``source.gradient``,
+    chi_p = grad s_p): there D chi_p is the Hessian of s_p, symmetric, so
+    DX Y = DX^T Y is the vector-Jacobian product of X with cotangent Y, taken
+    by reverse mode through the gradient's own graph (one backward, no forward
+    mode through a backward pass: with torch 2.13 every binary op of a dual
+    and a plain tensor goes through a Python meta kernel there, ~10x the op's
+    cost). At level 2 Y = chi_p2 is a gradient too and DY X is a vjp as well.
+    The values are the same to round-off; the derivative self-check
+    (:mod:`conslaw.derivative_check`) compares them with finite differences.
     """
-    x = source.field(theta, ps[0])
+    value, scale, _, _, _ = bracket_terms(source, theta, ps)
+    return value, scale
+
+
+def bracket_terms(source: FieldSource, theta: torch.Tensor, ps: tuple) -> tuple[torch.Tensor, ...]:
+    """:func:`bracket_value` with the parts it is made of: ``(value, scale, X, Y, scale of Y)``.
+
+    X = chi_p1(theta), Y = the inner bracket [chi_p2, [...]](theta) and its own
+    scale (for k = 1: Y = X). The derivative check differentiates X and Y by
+    finite differences without evaluating them again.
+    """
     if len(ps) == 1:
-        return x, x.norm()
+        x = source.field(theta, ps[0])
+        norm = x.norm()
+        return x, norm, x, x, norm
 
-    def inner(t: torch.Tensor) -> torch.Tensor:
-        return bracket_value(source, t, ps[1:])[0]
+    def inner(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        value, scale, _, _, _ = bracket_terms(source, t, ps[1:])
+        return value, scale
 
-    y, dy_x = jvp(inner, (theta,), (x,))
-    _, dx_y = jvp(lambda t: source.field(t, ps[0]), (theta,), (y,))
-    return dy_x - dx_y, dy_x.norm() + dx_y.norm()
+    if not source.gradient:
+        x = source.field(theta, ps[0])
+        (y, y_scale), (dy_x, _) = jvp(inner, (theta,), (x,))
+        _, dx_y = jvp(lambda t: source.field(t, ps[0]), (theta,), (y,))
+    else:
+        x, pull_x = vjp(lambda t: source.field(t, ps[0]), theta)
+        if len(ps) == 2:
+            y, pull_y = vjp(lambda t: source.field(t, ps[1]), theta)
+            (dy_x,) = pull_y(x)
+            y_scale = y.norm()
+        else:
+            (y, y_scale), (dy_x, _) = jvp(inner, (theta,), (x,))
+        (dx_y,) = pull_x(y)
+    return dy_x - dx_y, dy_x.norm() + dx_y.norm(), x, y, y_scale
 
 
 def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int,
@@ -113,23 +148,41 @@ def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int
     """n random level-``level`` brackets at theta, each divided by its scale: (n, D).
 
     ``exemplars``: when given and without an entry for ``level``, the first
-    :data:`EXEMPLARS` brackets are stored there as ``(args, values, scales)``
-    (the arguments p1..pk, the raw values, the scales), so that the
-    derivative check can test the engine's own brackets without recomputing them.
+    :data:`EXEMPLARS` brackets are stored there as :class:`Exemplars` (the
+    arguments p1..pk, the raw values and scales, X and Y with Y's scale), so
+    that the derivative check can test the engine's own brackets without
+    recomputing them.
     """
     ps = [source.sample(n, generator) for _ in range(level)]
-    fn = vmap_or_loop(lambda *p: bracket_value(source, theta, p), source)  # a loop for MoE routing
+    values = vmap_or_loop(lambda *p: bracket_value(source, theta, p), source)  # a loop for MoE routing
+    terms = vmap_or_loop(lambda *p: bracket_terms(source, theta, p), source)
     rows = []
     for start in range(0, n, batch):
         chunk = [tree_map(lambda t, s=start: t[s:s + batch], p) for p in ps]
-        value, scale = fn(*chunk)
         if exemplars is not None and level not in exemplars:
+            # the same brackets, with X and Y returned too: the first EXEMPLARS are kept
+            value, scale, x, y, y_scale = terms(*chunk)
             k = min(EXEMPLARS, value.shape[0])
-            exemplars[level] = ([tree_map(lambda t, k=k: t[:k], p) for p in chunk], value[:k].clone(),
-                                scale[:k].clone())
+            exemplars[level] = Exemplars([tree_map(lambda t, k=k: t[:k], p) for p in chunk],
+                                         *(t[:k].clone() for t in (value, scale, x, y, y_scale)))
+            del x, y
+        else:
+            value, scale = values(*chunk)
         scale = scale.unsqueeze(1)
         rows.append(torch.where(scale > 0, value / scale.clamp_min(1e-300), torch.zeros_like(value)))
     return torch.cat(rows)
+
+
+@dataclass
+class Exemplars:
+    """The first brackets of a level (:func:`bracket_terms` batched), kept for the derivative check."""
+
+    args: list
+    values: torch.Tensor
+    scales: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    y_scales: torch.Tensor
 
 
 #: brackets per level kept for the derivative check (LieResult.exemplars)

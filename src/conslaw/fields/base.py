@@ -31,6 +31,11 @@ class FieldSource(ABC):
     #: extra samples per level beyond (D - rank + margin): sources that are not
     #: linear in their random parameter (sign, loss gradients) need more to see rare patterns.
     oversample: float = 0.0
+    #: True when every field is a gradient, chi_p = grad_theta s_p for a scalar s_p: its Jacobian D chi_p is
+    #: then a Hessian, symmetric, and the Lie engine takes D chi_p(theta) v as a vector-Jacobian product
+    #: (reverse over reverse), cheaper than a jvp through the gradient (see :func:`conslaw.lie.bracket_value`).
+    #: Leave False for any other field (a sign, a preconditioned gradient): the engine then uses jvps only.
+    gradient: bool = False
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Any:

@@ -68,6 +68,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
 
     label = "loss-gradient"
     oversample = 3.0
+    gradient = True  # chi_Z = grad_theta L_Z
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor | tuple | Mapping,
                  loss: str | Loss | Callable = "mse", batch: int = 8) -> None:

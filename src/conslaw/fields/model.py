@@ -26,6 +26,7 @@ class ModelFields(FieldSource):
 
     label = "model"
     oversample = 0.25
+    gradient = True  # chi_{x,w} = grad_theta <g(theta, x), w>
 
     def __init__(self, space: ParamSpace, model: Callable[[Params, torch.Tensor], torch.Tensor],
                  sample_input: Callable[[int, torch.Generator], torch.Tensor],

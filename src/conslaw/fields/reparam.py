@@ -33,6 +33,7 @@ class ReparamFields(FieldSource):
     """
 
     label = "reparam"
+    gradient = True  # chi_a = grad_theta <phi(theta), a>
 
     def __init__(self, space: ParamSpace, phi: Callable[[Params], torch.Tensor] | None = None,
                  pairing: Callable[[Params, Any], torch.Tensor] | None = None,

@@ -40,6 +40,9 @@ class RestrictedFields(FieldSource):
         self.init = init
         self.label = f"{base.label} restricted to {','.join(self.block)}"
         self.oversample = base.oversample
+        # the block's part of a gradient, as a function of the block's coordinates: its Jacobian is the block's
+        # diagonal block of the Hessian, symmetric
+        self.gradient = base.gradient
         full = torch.arange(base.space.D)
         self.block_index = torch.cat([full[base.space.slice(name)] for name in self.block])
         self.rest_index = torch.cat([full[base.space.slice(name)] for name in self.rest]) if self.rest else None

@@ -151,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     sage = shutil.which(args.sage)
     if sage is None:
         reason = f"SageMath is not installed ({args.sage!r} not found): the reference cannot run here"
-        print(json.dumps({"skipped": reason}) if args.json else f"skipped: {reason}")
+        if args.json:
+            print(json.dumps({"skipped": reason}))
+            Path(args.json).write_text(json.dumps({"skipped": reason}) + "\n")
+        else:
+            print(f"skipped: {reason}")
         return 0
     script = sage_script(args.reference, args.suite, args.nets)
     reference, stopped = run_reference(sage, script, args.timeout)

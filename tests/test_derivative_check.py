@@ -158,14 +158,17 @@ def test_autograd_function_with_wrong_rule_is_caught():
     wrong = derivative_check(*loss_fields(nn.Linear(3, 4), CubeFunction(2.0), nn.Linear(4, 2)))
     assert not wrong.ok and wrong.levels[2] > 1e-2
     source, theta = loss_fields(nn.Linear(3, 4), CubeFunction(1.0), nn.Linear(4, 2))
-    # right rules: reverse mode (gradient fields) differentiates the backward rule, which calls Square3 again
-    right = derivative_check(source, theta)
-    assert right.ok and right.levels[2] < 1e-7 and right.levels[3] < 1e-7
-    # forward mode: torch.func (2.13) does not differentiate through a Function's jvp rule again, the nested
-    # derivative comes out 0, and the check sees it
-    source.gradient = False
+    # a custom Function's backward need not be the transpose of its derivative: forward mode by default
+    assert source.custom_functions == ["CubeBackward"] and not source.gradient
+    # right rules, but torch.func (2.13) does not differentiate through a Function's jvp rule again: the
+    # nested derivative comes out 0, and the check sees it
     forward = derivative_check(source, theta)
     assert forward.levels[2] < 1e-7
+    # declared a gradient (its backward is right here): reverse mode differentiates the backward rule, which
+    # calls Square3 again, and every level is right
+    source.gradient = True
+    right = derivative_check(source, theta)
+    assert right.ok and right.levels[2] < 1e-7 and right.levels[3] < 1e-7
     if forward.ok:
         pytest.skip(f"torch {torch.__version__} differentiates autograd.Function jvp rules to higher order")
     assert forward.levels[3] > 1e-2

@@ -116,3 +116,65 @@ def test_derivative_check_catches_a_non_gradient_field_declared_as_a_gradient():
     wrong.gradient = False  # declared right: the jvp path, and the check passes
     assert derivative_check(wrong, theta, levels=2).ok
     assert lie_trace_dimension(wrong, theta).dim == 2  # sl(2) acts transitively off the origin
+
+
+class GradReverse(torch.autograd.Function):
+    """Identity forward, backward -g / 2: a gradient-reversal layer (domain-adversarial training)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return -0.5 * g
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t
+
+
+class Adversarial(nn.Module):
+    """z = F x; outputs H z and D grl(z): the training field is not the gradient of any loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.f, self.h, self.d = nn.Linear(3, 3, bias=False), nn.Linear(3, 2, bias=False), nn.Linear(3, 2, bias=False)
+
+    def forward(self, x):
+        z = self.f(x)
+        return torch.cat([self.h(z), self.d(GradReverse.apply(z))], -1)
+
+
+def test_a_custom_autograd_function_keeps_forward_mode_and_the_right_count():
+    # Under this field F F^T - H^T H + D^T D / 2 is conserved (its time derivative cancels term by term): 6 laws.
+    # Reverse-mode brackets (which assume a symmetric Jacobian) counted 0.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Adversarial().double()
+    source = LossGradFields(model, torch.randn(4, 3, dtype=torch.float64), loss="mse", batch=4)
+    assert source.custom_functions == ["GradReverseBackward"] and not source.gradient
+    theta = source.theta()
+    result = lie_trace_dimension(source, theta, seed=0)
+    assert result.lie_laws == 6 and result.spectral_gap > 1e6
+    assert derivative_check(source, theta, exemplars=result.exemplars).ok
+
+    def conserved(t):
+        p = source.space.unflatten(t)
+        f, h, d = p["f.weight"], p["h.weight"], p["d.weight"]
+        m = f @ f.T - h.T @ h + d.T @ d / 2
+        return m[torch.triu_indices(3, 3).unbind()]
+
+    jac = torch.func.jacrev(conserved)(theta)  # (6, D): the gradients of the 6 entries
+    fields = source.evaluate(theta, source.sample(8, torch.Generator().manual_seed(1)))
+    assert float((jac @ fields.T).abs().max()) < 1e-12 * float(jac.norm() * fields.norm())
+    assert torch.linalg.matrix_rank(jac) == 6
+    source.gradient = True  # the symmetric-Jacobian assumption, wrong here: another count, and the check fails
+    wrong = lie_trace_dimension(source, theta, seed=0)
+    assert wrong.lie_laws != 6 and not derivative_check(source, theta, exemplars=wrong.exemplars).ok

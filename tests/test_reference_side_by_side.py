@@ -40,8 +40,10 @@ def test_missing_notebooks_are_an_error_with_the_fix(tmp_path):
 
 
 def test_without_sage_the_comparison_is_skipped(tmp_path, capsys):
-    assert side.main(["--reference", str(tmp_path), "--sage", "no-such-sage-here", "--json", "x"]) == 0
+    out = tmp_path / "out.json"
+    assert side.main(["--reference", str(tmp_path), "--sage", "no-such-sage-here", "--json", str(out)]) == 0
     assert "SageMath is not installed" in json.loads(capsys.readouterr().out)["skipped"]
+    assert "SageMath is not installed" in json.loads(out.read_text())["skipped"]
 
 
 def test_side_by_side_with_a_fake_sage(tmp_path, capsys):

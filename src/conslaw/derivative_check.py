@@ -119,7 +119,7 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
     so are the finite differences (all samples and both signs in one ``vmap``).
     ``generator`` defaults to seed 0; ``step`` to eps^(1/3) (relative to
     |theta|_rms, see the module doc). ``exemplars`` (``LieResult.exemplars``):
-    the engine's own brackets per level, checked instead of fresh draws where present.
+    the engine's own brackets per level, checked instead of fresh draws where present and drawn at ``theta``.
     """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ConslawError(f"derivative_check needs levels >= 2 (brackets), got {levels!r}",
@@ -136,7 +136,7 @@ def derivative_check(source: FieldSource, theta: torch.Tensor, *, levels: int = 
     worst: dict[int, float | None] = {}
     checked: dict[int, int] = {}
     for level in range(2, levels + 1):
-        if exemplars and level in exemplars:
+        if exemplars and level in exemplars and torch.equal(exemplars[level].theta, theta):
             ex = exemplars[level]
             batched, values, scales, x, y, y_scales = ex.args, ex.values, ex.scales, ex.x, ex.y, ex.y_scales
         else:
@@ -185,5 +185,6 @@ def checked_derivatives(source, theta: torch.Tensor, lie, seed: int,
     if not check.ok:
         warnings.append(f"derivative check failed: the engine's brackets differ from finite differences by "
                         f"{check.worst_relative_error:.1e} (> {check.threshold:g}); the count is not trustworthy "
-                        "(an op with a wrong higher derivative: see conslaw.composite)")
+                        "(an op with a wrong higher derivative: see conslaw.composite; or a field declared a "
+                        "gradient that is not one: FieldSource.gradient)")
     return check

@@ -312,14 +312,15 @@ def _discover(source: FieldSource, degree: int, homogeneous: bool, init: str, se
         # the Lie count at three random points, the median reported: a badly conditioned point (a
         # normalized unit with tiny variance, a rarely active ReLU) can move one count either way
         points = [thetas[0]] + [space.sample(init, torch.Generator().manual_seed(seed + 11 + k)) for k in range(2)]
-        runs = sorted((lie_trace_dimension(source, t, seed=seed) for t in points), key=lambda r: r.num_laws)
-        lie = runs[1]
-        counts = [r.num_laws for r in runs]
+        runs = sorted(((lie_trace_dimension(source, t, seed=seed), t) for t in points), key=lambda r: r[0].num_laws)
+        lie, median_point = runs[1]
+        counts = [r.num_laws for r, _ in runs]
         if len(set(counts)) > 1:
             notes.append(f"D - dim Lie differs between random points: {counts}; the median is used")
     check = None
     if lie is not None:
-        point = space.check_theta(certify_at) if certify_at is not None else thetas[0]
+        # the check of the engine's brackets at the point they were drawn at
+        point = space.check_theta(certify_at) if certify_at is not None else median_point
         check = checked_derivatives(source, point, lie, seed, notes)
     if len(echelon) > len(laws):
         notes.append(f"the polynomial laws of degree <= {degree} span a space of dimension {len(echelon)}; "

@@ -163,7 +163,7 @@ def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int
             # the same brackets, with X and Y returned too: the first EXEMPLARS are kept
             value, scale, x, y, y_scale = terms(*chunk)
             k = min(EXEMPLARS, value.shape[0])
-            exemplars[level] = Exemplars([tree_map(lambda t, k=k: t[:k], p) for p in chunk],
+            exemplars[level] = Exemplars(theta, [tree_map(lambda t, k=k: t[:k], p) for p in chunk],
                                          *(t[:k].clone() for t in (value, scale, x, y, y_scale)))
             del x, y
         else:
@@ -177,6 +177,8 @@ def sample_brackets(source: FieldSource, theta: torch.Tensor, level: int, n: int
 class Exemplars:
     """The first brackets of a level (:func:`bracket_terms` batched), kept for the derivative check."""
 
+    #: the point they were evaluated at (the check uses them only at that point)
+    theta: torch.Tensor
     args: list
     values: torch.Tensor
     scales: torch.Tensor
@@ -199,7 +201,7 @@ def level_batch(batch: int, level: int, D: int) -> int:
     """
     if D < LARGE_D or level <= 2:
         return batch
-    return max(16, batch >> (level - 2))
+    return min(batch, max(16, batch >> (level - 2)))
 
 
 #: brackets per level kept for the derivative check (LieResult.exemplars)

@@ -35,6 +35,8 @@ class FieldSource(ABC):
     #: then a Hessian, symmetric, and the Lie engine takes D chi_p(theta) v as a vector-Jacobian product
     #: (reverse over reverse), cheaper than a jvp through the gradient (see :func:`conslaw.lie.bracket_value`).
     #: Leave False for any other field (a sign, a preconditioned gradient): the engine then uses jvps only.
+    #: Model-based sources set it False when the model holds a custom ``autograd.Function``, whose backward
+    #: need not be the transpose of its forward derivative (:mod:`conslaw.fields.custom_functions`).
     gradient: bool = False
 
     @abstractmethod

@@ -32,6 +32,7 @@ from ..composite import composite_ops
 from ..errors import ConslawError
 from ..params import ParamSpace
 from .base import FieldSource
+from .custom_functions import custom_function_nodes
 from .inputs import gaussian_inputs
 from .losses import BUILTIN_LOSSES, IGNORE_INDEX, Loss, model_loss_is_softmax, resolve_loss
 from .model_io import ModelInputs, input_vocab, keep_float64, model_output, returned_loss
@@ -68,7 +69,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
 
     label = "loss-gradient"
     oversample = 3.0
-    gradient = True  # chi_Z = grad_theta L_Z
+    gradient = True  # chi_Z = grad_theta L_Z (False when the model has a custom autograd.Function: see __init__)
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor | tuple | Mapping,
                  loss: str | Loss | Callable = "mse", batch: int = 8) -> None:
@@ -109,6 +110,17 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
         self.output_shape = tuple(out.shape[1:])
         if self.loss_fn.check is not None:
             self.loss_fn.check(self.output_shape)
+        #: custom autograd.Function nodes in the model's graph: their backward need not be the transpose of their
+        #: forward derivative, so the fields are then not taken as gradients (forward-mode brackets only)
+        self.custom_functions = self._custom_functions() if self.space.D <= VMAP_MAX_D else []
+        self.gradient = not self.custom_functions
+
+    def _custom_functions(self) -> list[str]:
+        """The custom autograd.Function nodes of one forward pass with gradients (two inputs, as the probe above)."""
+        params = {n: p.detach().requires_grad_(True) for n, p in self.model.named_parameters()}
+        with torch.enable_grad():
+            out = self._forward(params, self.sample_inputs(2, torch.Generator().manual_seed(0)))
+        return custom_function_nodes(out)
 
     def theta(self) -> torch.Tensor:
         """The model's current parameters as a flat float64 vector."""

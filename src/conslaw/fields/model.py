@@ -9,6 +9,7 @@ from torch.func import grad, vmap
 
 from ..params import DTYPE, ParamSpace
 from .base import FieldSource, Params
+from .custom_functions import custom_function_nodes
 
 
 class ModelFields(FieldSource):
@@ -26,7 +27,7 @@ class ModelFields(FieldSource):
 
     label = "model"
     oversample = 0.25
-    gradient = True  # chi_{x,w} = grad_theta <g(theta, x), w>
+    gradient = True  # chi_{x,w} = grad_theta <g(theta, x), w> (False with a custom autograd.Function: __init__)
 
     def __init__(self, space: ParamSpace, model: Callable[[Params, torch.Tensor], torch.Tensor],
                  sample_input: Callable[[int, torch.Generator], torch.Tensor],
@@ -37,6 +38,12 @@ class ModelFields(FieldSource):
         self.inputs_per_sample = inputs_per_sample
         x0 = sample_input(1, torch.Generator().manual_seed(0))[0]
         self.output_shape = tuple(model(space.unflatten(torch.zeros(space.D, dtype=DTYPE)), x0).shape)
+        # a custom autograd.Function in the model: its backward need not be the transpose of its forward
+        # derivative, so the fields are not taken as gradients (forward-mode brackets only)
+        with torch.enable_grad():
+            probe = space.sample("gaussian", torch.Generator().manual_seed(0)).requires_grad_(True)
+            self.custom_functions = custom_function_nodes(model(space.unflatten(probe), x0))
+        self.gradient = not self.custom_functions
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw n (inputs, output weights) pairs, each with ``inputs_per_sample`` inputs."""

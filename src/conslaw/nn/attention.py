@@ -41,7 +41,7 @@ from ..params import ParamSpace
 from .findings import Findings
 from .projections import Projection, projection
 from .sites import Instance, Site, attention_sites
-from .tags import NotStatic, data_args, evaluate, is_identity, is_movement
+from .tags import data_args, is_identity, is_movement, try_evaluate
 from .trace import Graph
 
 QK = "Q Q^T - K K^T"
@@ -166,10 +166,9 @@ def _forward_to_consumers(graph: Graph, space: ParamSpace, seeds: dict) -> dict[
         if not ins or not all(i in env for i in ins):
             continue
         if is_movement(node) or is_identity(graph, node):
-            try:
-                env[node] = evaluate(graph, node, env)
-            except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
-                continue
+            value = try_evaluate(graph, node, env)
+            if value is not None:
+                env[node] = value
     return found
 
 

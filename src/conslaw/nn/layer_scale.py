@@ -24,7 +24,7 @@ from ..params import ParamSpace
 from .attention import incoming_rows
 from .findings import Findings
 from .ops import CONV
-from .tags import NotStatic, data_args, evaluate, is_identity, is_movement
+from .tags import data_args, is_identity, is_movement, run_chain
 from .trace import Graph
 
 FAMILY = "rescaling (layer scale)"
@@ -51,11 +51,8 @@ def unit_tags(graph: Graph, node: fx.Node) -> tuple[fx.Node, torch.Tensor] | Non
         tags = torch.arange(shape[-1]).expand(*shape)
     else:  # Conv: channels on axis 1
         tags = torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)).expand(*shape)
-    env = {node: tags}
-    try:
-        for n in reversed(chain):
-            env[n] = evaluate(graph, n, env)
-    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
+    env: dict = {node: tags}
+    if not run_chain(graph, reversed(chain), env):
         return None
     out = env[chain[0]] if chain else tags
     return (node, out) if isinstance(out, torch.Tensor) else None
@@ -74,11 +71,8 @@ def _gamma_tags(graph: Graph, node: fx.Node, space: ParamSpace) -> tuple[str, in
     axes = [a for a, n in enumerate(shape or ()) if n != 1]
     if len(axes) != 1:
         return None
-    env = {node: torch.arange(shape[axes[0]]).reshape(shape)}
-    try:
-        for n in reversed(chain):
-            env[n] = evaluate(graph, n, env)
-    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
+    env: dict = {node: torch.arange(shape[axes[0]]).reshape(shape)}
+    if not run_chain(graph, reversed(chain), env):
         return None
     out = env[chain[0]] if chain else env[node]
     return (str(node.target), axes[0], out) if isinstance(out, torch.Tensor) else None

@@ -27,7 +27,7 @@ from .findings import Findings
 from .norms import is_feature_norm, is_layernorm2d, is_rmsnorm, rms_eps
 from .ops import BATCHNORM, CONV
 from .shift import conv_writer_slots
-from .tags import NotStatic, data_args, evaluate, is_movement
+from .tags import data_args, is_movement, run_chain
 from .trace import Graph
 
 
@@ -104,11 +104,8 @@ def channels_last_norm(graph: Graph, conv: fx.Node) -> fx.Node | None:
     shape = graph.shape(conv)
     if not chain or shape is None or len(shape) < 3:
         return None
-    env = {conv: torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)).expand(*shape)}
-    try:
-        for n in chain:
-            env[n] = evaluate(graph, n, env)
-    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
+    env: dict = {conv: torch.arange(shape[1]).reshape(1, -1, *[1] * (len(shape) - 2)).expand(*shape)}
+    if not run_chain(graph, chain, env):
         return None
     tags = env[chain[-1]]
     if not isinstance(tags, torch.Tensor) or tags.shape[-1] != shape[1] or \

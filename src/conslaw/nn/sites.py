@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..params import ParamSpace
 from .ops import is_add, is_shape_query, is_softmax
 from .projections import Projection, projection
-from .tags import NotStatic, data_args, evaluate, feature_tags, is_data, is_identity, is_movement
+from .tags import data_args, feature_tags, is_data, is_identity, is_movement, try_evaluate
 from .trace import Graph
 
 aten = torch.ops.aten
@@ -95,9 +95,8 @@ def _half(graph: Graph, node) -> tuple[fx.Node, int] | None:
     sx, sn = graph.shape(x), graph.shape(node)
     if sx is None or sn is None or len(sx) != len(sn) or sx[:-1] != sn[:-1] or sx[-1] != 2 * sn[-1]:
         return None
-    try:
-        got = evaluate(graph, node, {x: feature_tags(sx)})
-    except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
+    got = try_evaluate(graph, node, {x: feature_tags(sx)})
+    if got is None:
         return None
     first = int(got.reshape(-1, sn[-1])[0, 0])
     return (x, 0) if first == 0 else (x, 1) if first == sn[-1] else None
@@ -182,10 +181,10 @@ def operand(graph: Graph, space: ParamSpace, node) -> Operand | None:
             if rope is None:
                 return None
         else:
-            try:
-                env[n] = evaluate(graph, n, env)
-            except (NotStatic, RuntimeError, TypeError, IndexError, ValueError, KeyError):
+            value = try_evaluate(graph, n, env)
+            if value is None:
                 return None
+            env[n] = value
         prev = n
     value = env[prev]
     return Operand(proj, value, rope) if isinstance(value, torch.Tensor) else None
@@ -318,9 +317,8 @@ def _follow_to_values(graph: Graph, scores: fx.Node, tags: torch.Tensor) -> tupl
                 return None
             softmax_seen = True
         elif is_movement(node) and data_args(node) == [prev]:
-            try:
-                value = evaluate(graph, node, {prev: value})
-            except (NotStatic, RuntimeError, TypeError, IndexError, ValueError):
+            value = try_evaluate(graph, node, {prev: value})
+            if value is None:
                 return None
         elif graph.shape(node) != graph.shape(prev) or node.op not in ("call_function", "call_method",
                                                                        "call_module"):

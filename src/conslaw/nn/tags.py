@@ -169,6 +169,29 @@ def evaluate(graph: Graph, node: fx.Node, env: dict[fx.Node, object]):
     return node.target(*args, **kwargs)
 
 
+#: what running an op on tag tensors raises when it is not a static function of them (or a value is missing)
+EVALUATION_ERRORS = (NotStatic, RuntimeError, TypeError, IndexError, ValueError, KeyError)
+
+
+def try_evaluate(graph: Graph, node: fx.Node, env: dict[fx.Node, object]):
+    """:func:`evaluate`, or None when the op cannot be run on the tag values (:data:`EVALUATION_ERRORS`)."""
+    try:
+        return evaluate(graph, node, env)
+    except EVALUATION_ERRORS:
+        return None
+
+
+def run_chain(graph: Graph, chain, env: dict[fx.Node, object]) -> bool:
+    """Run the nodes of ``chain`` in order on the tag values of ``env`` (results added to it); False at the first
+    op that cannot be run, True when all ran."""
+    for node in chain:
+        value = try_evaluate(graph, node, env)
+        if value is None:
+            return False
+        env[node] = value
+    return True
+
+
 def feature_tags(shape: tuple[int, ...]) -> torch.Tensor:
     """A tag tensor of ``shape``: entry [..., f] = f (features on the last axis)."""
     return torch.arange(shape[-1], dtype=torch.long).expand(*shape).clone()

@@ -239,5 +239,5 @@ def build_hf(model_type: str, config_path: str, *, seq_len: int | None = None, b
                            "fix the config values (e.g. the hidden size a multiple of the heads)") from exc
     task = task_of(cls.__name__)
     batch = example_batch(config, task, seq_len, batch_size, seed, labels)
-    return HFBuild(model, batch, "model" if labels else TASK_LOSS[task],
+    return HFBuild(model, batch, natural_loss(model, batch),
                    f"{cls.__name__} from {Path(config_path).name} (random init, seed {seed})")

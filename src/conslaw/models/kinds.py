@@ -42,6 +42,8 @@ class KindModel:
     example: torch.Tensor | dict
     loss: str
     description: str
+    #: the example already ran through the module once and its output is readable (no second check needed)
+    forward_checked: bool = False
 
 
 def split_kind(kind: str) -> tuple[str, str]:
@@ -77,8 +79,9 @@ def build_kind(kind: str, config: str | None = None, *, input_shape: list[int] |
     module = _build_vision(prefix, name, kwargs, seed)
     shape = input_shape or _image_shape(module, kwargs, batch_size)
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    loss = _vision_loss(module, example, kind)
-    return KindModel(kind, module, example, loss, f"{prefix} {name} (random init, seed {seed})")
+    loss = _vision_loss(module, example, kind)  # runs the example once: the forward check of the CLI
+    return KindModel(kind, module, example, loss, f"{prefix} {name} (random init, seed {seed})",
+                     forward_checked=True)
 
 
 def _build_vision(prefix: str, name: str, kwargs: dict, seed: int) -> nn.Module:

@@ -112,7 +112,7 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
             self.loss_fn.check(self.output_shape)
         #: custom autograd.Function nodes in the model's graph: their backward need not be the transpose of their
         #: forward derivative, so the fields are then not taken as gradients (forward-mode brackets only)
-        self.custom_functions = self._custom_functions() if self.space.D <= VMAP_MAX_D else []
+        self.custom_functions = self._custom_functions()
         self.gradient = not self.custom_functions
 
     def _custom_functions(self) -> list[str]:

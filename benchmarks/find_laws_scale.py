@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
-import sys
 import time
+
+from _isolated import run_isolated, write_results
 
 MODELS = ("resnet18", "resnet50", "gpt2-100m")
 
@@ -63,33 +62,6 @@ def one_model(which: str) -> dict:
             "notes": result.notes, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid`` (Linux /proc), 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return 0
-
-
-def run_one(which: str, max_rss_gb: float) -> tuple[dict | None, str]:
-    """Run one model in a child process, killed when its memory passes ``max_rss_gb`` (a shared machine)."""
-    proc = subprocess.Popen([sys.executable, __file__, "--one", which], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, rss_bytes(proc.pid))
-        if peak > max_rss_gb * 2**30:
-            proc.kill()
-            proc.communicate()
-            return None, f"killed above {max_rss_gb} GB of resident memory"
-        time.sleep(0.2)
-    out, err = proc.communicate()
-    if proc.returncode:
-        return None, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1]), ""
-
-
 def main() -> None:
     """Run each model in its own process; print a line each, optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,7 +76,7 @@ def main() -> None:
     rows = []
     for which in args.models.split(","):
         load = os.getloadavg()
-        row, error = run_one(which, args.max_rss_gb)
+        row, error = run_isolated(__file__, "--one", which, max_rss_gb=args.max_rss_gb)
         if row is None:
             print(f"{which}: failed: {error}", flush=True)
             rows.append({"model": which, "failed": error, "load_before": load})
@@ -114,11 +86,7 @@ def main() -> None:
         print(f"{which:10s} {row['parameters']:>12,d} params  {row['seconds']:7.1f} s wall  "
               f"{row['cpu_seconds']:7.1f} s cpu  peak {row['peak_rss_mb']:7.0f} MB  named {row['named_laws']}  "
               f"(load {load[0]:.1f} before, {row['load_after'][0]:.1f} after)", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(),
-                       "date": time.strftime("%Y-%m-%d %H:%M"), "models": rows}, fh, indent=1)
-
+    write_results(args.json, "models", rows)
 
 if __name__ == "__main__":
     main()

@@ -7,13 +7,12 @@ Usage: python benchmarks/ladder.py [--max-d N] [--json OUT]
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import resource
-import subprocess
-import sys
 import time
+
+from _isolated import block_size, run_isolated, write_results
 
 RUNGS = [
     ("linear", [10, 10, 10], False),
@@ -55,20 +54,15 @@ def main() -> None:
         return
     rows = []
     for arch, widths, bias in RUNGS:
-        d = sum(a * b for a, b in itertools.pairwise(widths)) + (sum(widths[1:-1]) if bias else 0)
-        if d > args.max_d:
+        if block_size(widths, bias) > args.max_d:
             continue
-        out = subprocess.run([sys.executable, __file__, "--rung", json.dumps([arch, widths, bias])],
-                             capture_output=True, text=True, check=True)
-        row = json.loads(out.stdout)
+        row, error = run_isolated(__file__, "--rung", json.dumps([arch, widths, bias]))
+        if row is None:
+            raise SystemExit(f"{arch} {widths}: failed\n{error}")
         rows.append(row)
         print(f"{arch:6s} {widths!s:16s} bias={bias!s:5s} D={row['D']:6d} laws={row['num_laws']:5d} "
               f"known={row['known_laws']:5d} {row['seconds']:7.2f} s  peak {row['peak_rss_mb']:7.0f} MB", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": platform.platform(), "processor": platform.processor(),
-                       "date": time.strftime("%Y-%m-%d"), "rungs": rows}, fh, indent=1)
-
+    write_results(args.json, "rungs", rows, processor=platform.processor())
 
 if __name__ == "__main__":
     main()

@@ -15,15 +15,11 @@ Usage: python benchmarks/lower_bound.py [--min-d N] [--max-d N] [--json OUT] [--
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
-import platform
 import resource
-import subprocess
-import sys
 import time
 
+from _isolated import block_size, run_isolated, write_results
 from ladder import RUNGS as LADDER_RUNGS
 
 # the scale ladder's rungs (benchmarks/ladder.py), then D = 3 x 10^4
@@ -80,26 +76,18 @@ def main() -> None:
         return
     rows = []
     for arch, widths, bias in RUNGS:
-        d = sum(a * b for a, b in itertools.pairwise(widths)) + (sum(widths[1:-1]) if bias else 0)
-        if not args.min_d <= d <= args.max_d:
+        if not args.min_d <= block_size(widths, bias) <= args.max_d:
             continue
-        command = [sys.executable, __file__, "--rung", json.dumps([arch, widths, bias])]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
-        proc = subprocess.run(command, capture_output=True, text=True)
-        if proc.returncode:
-            print(f"{arch} {widths}: failed\n{proc.stderr[-2000:]}", flush=True)
+        row, error = run_isolated(__file__, "--rung", json.dumps([arch, widths, bias]),
+                                  ["--threads", str(args.threads)] if args.threads else [])
+        if row is None:
+            print(f"{arch} {widths}: failed\n{error}", flush=True)
             continue
-        row = json.loads(proc.stdout)
         rows.append(row)
         print(f"{arch:6s} {widths!s:16s} D={row['D']:6d} laws={row['num_laws']:5d} engine {row['engine_s']:7.2f} s"
               f"  brackets {row['brackets_s']:6.2f} s  qr {row['qr_s']:6.2f} s  ratio {row['ratio']:4.2f}"
               f"  threads {row['threads']}  peak {row['peak_rss_mb']:6.0f} MB", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(), "load_before": os.getloadavg(),
-                       "date": time.strftime("%Y-%m-%d %H:%M"), "rungs": rows}, fh, indent=1)
-
+    write_results(args.json, "rungs", rows)
 
 if __name__ == "__main__":
     main()

@@ -102,25 +102,19 @@ Floating inputs are drawn from a Gaussian scale mixture (:mod:`conslaw.fields.in
             self.high = vocab if vocab is not None else min(embeddings) if embeddings else int(example_input.max()) + 1
         #: run under keep_float64() only when the model casts to a lower precision (a mode costs time per op)
         self.keep_float64 = False  # the probe alone watches the first call
+        # one probe forward (two inputs, with gradients: its graph is searched below)
         probe = keep_float64()
-        with torch.no_grad(), probe:
-            out = self._forward(self.space.unflatten(self.space.flatten(dict(model.named_parameters()))),
-                                self.sample_inputs(2, torch.Generator().manual_seed(0)))
+        leaf = self.space.flatten(dict(model.named_parameters())).detach().requires_grad_(True)
+        with torch.enable_grad(), probe:
+            out = self._forward(self.space.unflatten(leaf), self.sample_inputs(2, torch.Generator().manual_seed(0)))
         self.keep_float64 = probe.lowered
         self.output_shape = tuple(out.shape[1:])
         if self.loss_fn.check is not None:
             self.loss_fn.check(self.output_shape)
         #: custom autograd.Function nodes in the model's graph: their backward need not be the transpose of their
         #: forward derivative, so the fields are then not taken as gradients (forward-mode brackets only)
-        self.custom_functions = self._custom_functions()
+        self.custom_functions = custom_function_nodes(out)
         self.gradient = not self.custom_functions
-
-    def _custom_functions(self) -> list[str]:
-        """The custom autograd.Function nodes of one forward pass with gradients (two inputs, as the probe above)."""
-        params = {n: p.detach().requires_grad_(True) for n, p in self.model.named_parameters()}
-        with torch.enable_grad():
-            out = self._forward(params, self.sample_inputs(2, torch.Generator().manual_seed(0)))
-        return custom_function_nodes(out)
 
     def theta(self) -> torch.Tensor:
         """The model's current parameters as a flat float64 vector."""

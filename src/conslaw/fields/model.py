@@ -37,12 +37,14 @@ class ModelFields(FieldSource):
         self.sample_input = sample_input
         self.inputs_per_sample = inputs_per_sample
         x0 = sample_input(1, torch.Generator().manual_seed(0))[0]
-        self.output_shape = tuple(model(space.unflatten(torch.zeros(space.D, dtype=DTYPE)), x0).shape)
-        # a custom autograd.Function in the model: its backward need not be the transpose of its forward
-        # derivative, so the fields are not taken as gradients (forward-mode brackets only)
+        # one probe forward with gradients: the output shape, and a custom autograd.Function in the model, whose
+        # backward need not be the transpose of its forward derivative (the fields are then not taken as gradients:
+        # forward-mode brackets only)
         with torch.enable_grad():
             probe = space.sample("gaussian", torch.Generator().manual_seed(0)).requires_grad_(True)
-            self.custom_functions = custom_function_nodes(model(space.unflatten(probe), x0))
+            out = model(space.unflatten(probe), x0)
+        self.output_shape = tuple(out.shape)
+        self.custom_functions = custom_function_nodes(out)
         self.gradient = not self.custom_functions
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
